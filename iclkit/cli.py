@@ -1,0 +1,151 @@
+"""The ``iclkit`` command: parses arguments and calls the Python API; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .errors import IclkitError
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
+    "device": "auto", "batch_size": 16, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
+    "methods": "icl", "prompt": None, "normalize": "sum", "chat": False, "out": None, "text_field": None,
+    "label_field": None, "trust_remote_code": False, "progress": True,
+}
+
+
+def _ints(text: Any, name: str) -> tuple[int, ...]:
+    items = text if isinstance(text, list) else str(text).split(",")
+    try:
+        return tuple(int(str(x).strip()) for x in items if str(x).strip())
+    except ValueError:
+        raise IclkitError(f"expected comma-separated integers, got {text!r}", field=name) from None
+
+
+def _names(text: Any) -> tuple[str, ...]:
+    items = text if isinstance(text, list) else str(text).split(",")
+    return tuple(str(x).strip() for x in items if str(x).strip())
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise IclkitError(f"cannot read config: {e.strerror}", file=path) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise IclkitError(f"invalid YAML: {getattr(e, 'problem', e)}", file=path,
+                          line=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise IclkitError("a config file must hold a mapping", file=path)
+    out = {}
+    for key, value in raw.items():
+        norm = str(key).replace("-", "_")
+        if norm not in RUN_DEFAULTS:
+            raise IclkitError("unknown option", file=path, field=str(key))
+        out[norm] = value
+    return out
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults < --config file < explicit command-line options."""
+    opts = dict(RUN_DEFAULTS)
+    if args.config:
+        opts.update(_read_config(args.config))
+    opts.update({k: v for k, v in vars(args).items() if k in RUN_DEFAULTS and v is not None})
+    return opts
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .episodes import EpisodeConfig
+    from .lm.loading import ModelSpec
+    from .runner import DEFAULT_TASKS, RunConfig, run
+
+    o = _run_options(args)
+    config = RunConfig(
+        tasks=_names(o["task"]) if o["task"] else DEFAULT_TASKS,
+        model=ModelSpec(name=o["model"], revision=o["revision"], dtype=o["dtype"], quantization=o["quantization"],
+                        device=o["device"], trust_remote_code=bool(o["trust_remote_code"]),
+                        batch_size=int(o["batch_size"])),
+        episodes=EpisodeConfig(shots=_ints(o["shots"], "shots"), n_episodes=int(o["episodes"]),
+                               n_way=int(o["n_way"]) if o["n_way"] else None, n_query=int(o["n_query"]),
+                               seed=int(o["seed"])),
+        methods=_names(o["methods"]), prompt=o["prompt"],
+        options={"normalize": o["normalize"], "chat": bool(o["chat"])},
+        text_field=o["text_field"], label_field=o["label_field"],
+    )
+    result = run(config, o["out"], progress=bool(o["progress"]))
+    print(result.table())
+    if o["out"]:
+        print(f"\nwrote {o['out']}/ (records.jsonl, episodes.jsonl, manifest.json, summary.json)")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import read_spec, registry
+
+    print("| task | type | labels | prompt | description |\n|---|---|---|---|---|")
+    for name, path in registry().items():
+        s = read_spec(path)
+        labels = ", ".join(s.labels) if s.labels else "(open answer)"
+        print(f"| {name} | {s.type} | {labels} | {s.prompt} | {s.description} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iclkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="evaluate methods on seeded few-shot episodes")
+    r.add_argument("--config", help="YAML file with the same options (command-line options win)")
+    r.add_argument("--task", help="registered name(s), task .yaml, or .jsonl/.csv file; comma-separated")
+    r.add_argument("--model", help="'smollm2-135m-instruct' (embedded), hub id, local folder, or .gguf file")
+    r.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    r.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    r.add_argument("--quantization", choices=["none", "8bit", "4bit"], help="bitsandbytes quantization")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--shots", help="comma-separated shot counts, e.g. 0,1,4,8")
+    r.add_argument("--episodes", type=int, help="episodes per shot count")
+    r.add_argument("--n-way", type=int, help="classes per episode (default: all of the task's)")
+    r.add_argument("--n-query", type=int, help="queries per episode")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--methods", help="comma-separated methods (icl, ...)")
+    r.add_argument("--prompt", help="prompt name or .yaml file (default: the task's own)")
+    r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")
+    r.add_argument("--chat", action="store_true", default=None, help="wrap prompts in the model's chat template")
+    r.add_argument("--out", help="output folder (written only when the run succeeds)")
+    r.add_argument("--text-field", help="input field(s) of a .jsonl/.csv task, comma-separated")
+    r.add_argument("--label-field", help="label field of a .jsonl/.csv task")
+    r.add_argument("--trust-remote-code", action="store_true", default=None)
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    r.set_defaults(func=cmd_run)
+    t = sub.add_parser("tasks", help="list registered tasks")
+    t.set_defaults(func=cmd_tasks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except IclkitError as e:
+        if args.debug:
+            raise
+        print(f"iclkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Seeded N-way K-shot episodes: class-balanced support from train, queries from test, saved with a hash.
+
+For a given (seed, episode index) the classes, the queries and each class's demonstration order are drawn once;
+the k-shot support takes the first k of each class, so supports are nested across shot counts (k=1 ⊂ k=4 ⊂ k=8)
+and only the number of demonstrations differs between the shot settings of one episode index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from .errors import IclkitError
+from .tasks import TaskData
+from .types import Episode, Example, episodes_hash
+
+QueryBalance = Literal["balanced", "natural"]
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """How episodes are drawn. ``n_way=None`` uses all of the task's labels."""
+
+    shots: tuple[int, ...] = (0, 1, 4)
+    n_episodes: int = 20
+    n_way: int | None = None
+    n_query: int = 16
+    seed: int = 0
+    query_balance: QueryBalance = "balanced"
+
+
+def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
+    out: dict[str, list[Example]] = {}
+    for e in examples:
+        out.setdefault(e.label, []).append(e)
+    return out
+
+
+def _key(e: Example) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(e.fields.items()))
+
+
+def _pick_queries(rng: random.Random, pools: dict[str, list[Example]], labels: Sequence[str], n: int,
+                  balance: QueryBalance) -> list[Example]:
+    if balance == "natural":
+        pool = [e for lab in labels for e in pools.get(lab, [])]
+        return rng.sample(pool, min(n, len(pool)))
+    shuffled = {lab: rng.sample(pools.get(lab, []), len(pools.get(lab, []))) for lab in labels}
+    picked: list[Example] = []
+    while len(picked) < n and any(shuffled.values()):
+        for lab in labels:  # round robin: as balanced as the pools allow
+            if shuffled[lab] and len(picked) < n:
+                picked.append(shuffled[lab].pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def sample_episodes(task: TaskData, config: EpisodeConfig) -> list[Episode]:
+    """All episodes for every shot count, ordered by (episode index, shots)."""
+    if config.n_episodes < 1 or config.n_query < 1:
+        raise IclkitError("n_episodes and n_query must be at least 1")
+    if any(k < 0 for k in config.shots):
+        raise IclkitError(f"shots must be ≥ 0, got {list(config.shots)}", field="shots")
+    if task.spec.type == "generation":
+        return _sample_open(task, config)
+    labels = task.labels
+    n_way = config.n_way or len(labels)
+    if not 2 <= n_way <= len(labels):
+        raise IclkitError(f"n_way={n_way} but task {task.name!r} has {len(labels)} labels", field="n_way")
+    train = _by_label(task.train)
+    test = _by_label(task.test)
+    k_max = max(config.shots)
+    episodes = []
+    for index in range(config.n_episodes):
+        rng = random.Random(f"{config.seed}/{task.name}/{index}")
+        chosen = sorted(rng.sample(labels, n_way), key=labels.index) if n_way < len(labels) else list(labels)
+        query = _pick_queries(rng, test, chosen, config.n_query, config.query_balance)
+        if not query:
+            raise IclkitError(f"task {task.name!r} has no test examples for labels {chosen}")
+        seen = {_key(q) for q in query}
+        orders: dict[str, list[Example]] = {}
+        for lab in chosen:
+            pool = [e for e in train.get(lab, []) if _key(e) not in seen]  # a demo never repeats a query
+            if len(pool) < k_max:
+                raise IclkitError(
+                    f"class {lab!r} of task {task.name!r} has {len(pool)} usable train examples, fewer than k={k_max}",
+                    field="shots")
+            orders[lab] = rng.sample(pool, k_max)
+        for k in sorted(config.shots):
+            support = [e for lab in chosen for e in orders[lab][:k]]
+            random.Random(f"{config.seed}/{task.name}/{index}/order/{k}").shuffle(support)
+            episodes.append(Episode(task=task.name, index=index, shots=k, seed=config.seed,
+                                    labels=tuple(chosen), support=tuple(support), query=tuple(query)))
+    return episodes
+
+
+def _sample_open(task: TaskData, config: EpisodeConfig) -> list[Episode]:
+    """Open-answer tasks: k random demonstrations, queries from test; no classes."""
+    k_max = max(config.shots)
+    if len(task.train) < k_max:
+        raise IclkitError(f"task {task.name!r} has {len(task.train)} train examples, fewer than k={k_max}")
+    episodes = []
+    for index in range(config.n_episodes):
+        rng = random.Random(f"{config.seed}/{task.name}/{index}")
+        query = rng.sample(list(task.test), min(config.n_query, len(task.test)))
+        seen = {_key(q) for q in query}
+        demos = rng.sample([e for e in task.train if _key(e) not in seen], k_max)
+        for k in sorted(config.shots):
+            episodes.append(Episode(task=task.name, index=index, shots=k, seed=config.seed, labels=(),
+                                    support=tuple(demos[:k]), query=tuple(query)))
+    return episodes
+
+
+def write_episodes(episodes: Sequence[Episode], path: str | Path) -> str:
+    """Write episodes as JSONL (atomically); returns the hash over all of them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for ep in episodes:
+            f.write(json.dumps(ep.to_dict(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return episodes_hash(list(episodes))
+
+
+def read_episodes(path: str | Path) -> list[Episode]:
+    """Load episodes written by write_episodes; each line's hash is checked against its content."""
+    path = Path(path)
+    episodes = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise IclkitError(f"cannot read episodes: {e.strerror}", file=str(path)) from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            episodes.append(Episode.from_dict(json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise IclkitError(f"malformed JSON: {e.msg}", file=str(path), line=lineno) from None
+        except (KeyError, TypeError) as e:
+            raise IclkitError("missing or malformed episode field", file=str(path), line=lineno,
+                              field=str(e).strip("'")) from None
+        except ValueError as e:
+            raise IclkitError(str(e), file=str(path), line=lineno, field="hash") from None
+    return episodes

@@ -1,0 +1,189 @@
+"""Resolving a model name to loaded weights: the embedded default, a .gguf file, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .. import hub, resources
+from ..errors import IclkitError
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Quantization = Literal["none", "8bit", "4bit"]
+EMBEDDED = "smollm2-135m-instruct"
+ALIASES = {"embedded": EMBEDDED, "default": EMBEDDED, EMBEDDED: EMBEDDED}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and how. ``name``: the embedded default, a .gguf path, a folder, or a hub id."""
+
+    name: str = EMBEDDED
+    revision: str | None = None
+    dtype: DType = "auto"
+    quantization: Quantization = "none"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    batch_size: int = 16
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ICLKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "iclkit")
+    return Path(root)
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, memoized on disk by (path, size, mtime) so big weights are hashed once."""
+    stat = path.stat()
+    memo = cache_dir() / "hashes.json"
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    table: dict[str, str] = {}
+    if memo.is_file():
+        try:
+            table = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            table = {}
+    if key not in table:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        table[key] = h.hexdigest()
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, memo)
+    return table[key]
+
+
+def weights_hash(folder: Path) -> str:
+    """One hash over a model folder's weight files (names and contents)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+    if not files:
+        raise IclkitError("no weight files (.safetensors/.bin) in model folder", file=str(folder))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}:{_file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a safetensors folder under the iclkit cache (reloads in ~0.1 s)."""
+    digest = _file_sha256(gguf)
+    target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"iclkit: converting {gguf.name} to safetensors (once) ...", flush=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    model.hf_quantizer = None  # the weights are now plain fp32: save them as such
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "iclkit_source.json").write_text(json.dumps({"gguf": gguf.name, "gguf_sha256": digest}))
+        os.replace(tmp, target)
+    except FileExistsError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def resolve(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    """Local folder holding the weights, and the provenance to record."""
+    name = ALIASES.get(spec.name, spec.name)
+    if name == EMBEDDED:
+        gguf = resources.ensure(resources.SMOLLM2_GGUF)
+        return gguf_to_folder(gguf), {"source": resources.SMOLLM2_GGUF.requirement, "file": gguf.name,
+                                      "file_sha256": resources.SMOLLM2_GGUF.sha256}
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise IclkitError("no such GGUF file", file=str(path))
+        return gguf_to_folder(path), {"source": "gguf", "file": str(path), "file_sha256": _file_sha256(path)}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise IclkitError("model folder has no config.json", file=str(path))
+        return path, {"source": "folder"}
+    if name.startswith((".", "/", "~")):
+        raise IclkitError("no such model folder or file", file=name)
+    return _from_hub(name, spec.revision), {"source": "hub"}
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    online = hub.reachable()
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                      local_files_only=not online))
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types
+        why = "the hub cannot be reached and it is not in the local cache" if not online else f"{type(e).__name__}: {e}"
+        raise IclkitError(
+            f"model {repo_id!r} cannot be loaded: {why}".splitlines()[0], field="model",
+            hint=f"offline alternatives: the embedded default ({EMBEDDED}), a local model folder, or a .gguf file",
+        ) from None
+
+
+def _torch_dtype(spec: ModelSpec, device: str) -> Any:
+    import torch
+
+    if spec.dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, spec.dtype)
+
+
+def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
+    """Load a causal LM and its tokenizer as an HFCausalLM."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .hf import HFCausalLM
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    if isinstance(spec, str):
+        spec = ModelSpec(name=spec)
+    folder, provenance = resolve(spec)
+    device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = _torch_dtype(spec, device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+    if spec.quantization != "none":
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": device}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as e:
+        raise IclkitError(f"cannot load model: {e}".splitlines()[0], file=str(folder), field="model") from None
+    if spec.quantization == "none":
+        model = model.to(device)
+    info = {
+        "model": spec.name, "revision": spec.revision or getattr(model.config, "_commit_hash", None),
+        "weights_sha256": weights_hash(folder), "dtype": str(dtype).replace("torch.", ""),
+        "quantization": spec.quantization, "device": device, "folder": str(folder), **provenance,
+        "class": type(model).__name__,
+    }
+    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, info=info)
+
+
+def spec_dict(spec: ModelSpec) -> dict[str, Any]:
+    return asdict(spec)

@@ -1,0 +1,155 @@
+"""Running methods on episodes: Task → Episodes → Learner.adapt(support) → predict(query) → RunResult."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from . import learners
+from .episodes import EpisodeConfig, sample_episodes, write_episodes
+from .errors import IclkitError
+from .lm.loading import ModelSpec, load_lm
+from .prompts import PromptTemplate, load_prompt
+from .results import SUMMARY_VERSION, markdown_table, records, staged_dir, summarize, versions, write_json, write_jsonl
+from .tasks import TaskData, load_task
+from .types import Episode, EpisodeResult, episodes_hash
+
+DEFAULT_TASKS = ("movie-sentiment", "country-capital", "past-tense", "nationality")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers."""
+
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    model: ModelSpec = ModelSpec()
+    episodes: EpisodeConfig = EpisodeConfig()
+    methods: tuple[str, ...] = ("icl",)
+    prompt: str | None = None  # overrides each task's own prompt
+    options: Mapping[str, Any] = field(default_factory=dict)  # method options: normalize, chat, ...
+    text_field: str | None = None
+    label_field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["options"] = dict(self.options)
+        return d
+
+
+@dataclass
+class RunResult:
+    """Results of a run: every episode result, the summary rows, and the manifest."""
+
+    config: RunConfig
+    episodes: dict[str, list[Episode]]
+    results: list[EpisodeResult]
+    manifest: dict[str, Any]
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        return markdown_table(self.summary)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [rec for r in self.results for rec in records(r)]
+
+
+def _prompt_for(task: TaskData, override: str | None) -> PromptTemplate:
+    name = override or task.spec.prompt
+    if name == "default" and task.spec.inputs != ("text",):
+        body = "\n".join(f"{f.capitalize()}: {{{f}}}" for f in task.spec.inputs)
+        prompt = PromptTemplate(name="default", template=body + "\nLabel:")
+    else:
+        prompt = load_prompt(name)
+    prompt.check(task.spec.inputs, task.labels)
+    return prompt
+
+
+class _LazyLM:
+    """Loads the model on first use, so baseline-only runs never load it."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.lm: Any = None
+
+    def __call__(self) -> Any:
+        if self.lm is None:
+            self.lm = load_lm(self.spec)
+        return self.lm
+
+
+def run_method(learner: learners.Learner, episodes: Sequence[Episode], *, progress: bool = True,
+               desc: str = "") -> list[EpisodeResult]:
+    """Adapt to each episode's support and predict its queries."""
+    out = []
+    for ep in tqdm(episodes, desc=desc, disable=not progress, file=sys.stderr, leave=False):
+        try:
+            adapted = learner.adapt(ep.support, ep.labels)
+            preds = adapted.predict(ep.query)
+        except IclkitError as e:
+            raise IclkitError(f"episode {ep.id}: {e.message}", file=e.file, line=e.line, field=e.field,
+                              hint=e.hint) from None
+        out.append(EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
+                                 shots=ep.shots, labels=ep.labels, predictions=tuple(preds)))
+    return out
+
+
+def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = True) -> RunResult:
+    """Run every method on the same episodes of every task; write the run folder if ``out`` is given."""
+    tasks = [load_task(t, text_field=config.text_field, label_field=config.label_field) for t in config.tasks]
+    prompts = {t.name: _prompt_for(t, config.prompt) for t in tasks}
+    episodes = {t.name: sample_episodes(t, config.episodes) for t in tasks}
+    get_lm = _LazyLM(config.model)
+    results: list[EpisodeResult] = []
+    described: dict[str, Any] = {}
+    for task in tasks:
+        for method in config.methods:
+            if task.spec.type == "generation" and method != "icl":
+                continue  # baselines are classifiers; open-answer tasks are ICL only
+            ctx = learners.MethodContext(task=task, seed=config.episodes.seed, options=config.options,
+                                         get_lm=get_lm, get_prompt=lambda t=task: prompts[t.name])
+            learner = learners.make(method, ctx)
+            described[f"{task.name}/{method}"] = dict(learner.describe())
+            results += run_method(learner, episodes[task.name], progress=progress, desc=f"{task.name} {method}")
+    manifest = {
+        "iclkit_summary_version": SUMMARY_VERSION,
+        "config": config.to_dict(),
+        "versions": versions(),
+        "model": dict(get_lm.lm.describe()) if get_lm.lm is not None else None,
+        "tasks": {t.name: {"source": t.source, "file": t.spec.file, "n_train": len(t.train), "n_test": len(t.test),
+                           "labels": list(t.labels)} for t in tasks},
+        "prompts": {name: {"name": p.name, "hash": p.hash, "file": p.file} for name, p in prompts.items()},
+        "episodes_hash": {name: episodes_hash(eps) for name, eps in episodes.items()},
+        "methods": described,
+        "seed": config.episodes.seed,
+    }
+    result = RunResult(config, episodes, results, manifest, summarize(results, seed=config.episodes.seed))
+    if out is not None:
+        save(result, Path(out))
+    return result
+
+
+def save(result: RunResult, out: Path) -> None:
+    """Write records.jsonl, episodes.jsonl, manifest.json, summary.json; all or nothing."""
+    with staged_dir(out) as tmp:
+        write_jsonl(tmp / "records.jsonl", result.records())
+        write_episodes([e for eps in result.episodes.values() for e in eps], tmp / "episodes.jsonl")
+        write_json(tmp / "manifest.json", result.manifest)
+        write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary})
+        (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
+
+
+def evaluate(tasks: str | Sequence[str] = DEFAULT_TASKS, *, model: str | ModelSpec = "smollm2-135m-instruct",
+             shots: Sequence[int] = (0, 1, 4), n_episodes: int = 20, n_way: int | None = None, n_query: int = 16,
+             seed: int = 0, methods: Sequence[str] = ("icl",), prompt: str | None = None,
+             out: str | Path | None = None, progress: bool = True, **options: Any) -> RunResult:
+    """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20)``."""
+    spec = model if isinstance(model, ModelSpec) else ModelSpec(name=model)
+    config = RunConfig(
+        tasks=(tasks,) if isinstance(tasks, str) else tuple(tasks), model=spec,
+        episodes=EpisodeConfig(shots=tuple(shots), n_episodes=n_episodes, n_way=n_way, n_query=n_query, seed=seed),
+        methods=tuple(methods), prompt=prompt, options=options)
+    return run(config, out, progress=progress)

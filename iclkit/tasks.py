@@ -1,0 +1,186 @@
+"""Task specifications: plain YAML files (``tasks/*.yaml``) naming a data source, fields, labels and a prompt."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import IclkitError
+from .types import Example, TaskType
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_KINDS = ("data_dir", "local", "hub", "builtin")
+
+
+def data_file(kind: str) -> Path:
+    """Folder of iclkit's shipped data files (``tasks`` or ``prompts``), installed or in a source checkout."""
+    for candidate in (PACKAGE_DIR / kind, PACKAGE_DIR.parent / kind):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"iclkit's {kind}/ folder is missing from the installation")
+
+
+def data_dir() -> Path | None:
+    """The benchmark data folder: $ICLKIT_DATA_DIR, else ../shared/data when it exists."""
+    env = os.environ.get("ICLKIT_DATA_DIR")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), PACKAGE_DIR.parent):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task file says. ``sources`` are tried in order; the first that is available is used."""
+
+    name: str
+    type: TaskType
+    inputs: tuple[str, ...]
+    labels: tuple[str, ...]  # empty: inferred from the data (classification) or open answers (generation)
+    prompt: str
+    sources: tuple[Mapping[str, Any], ...]
+    label_field: str = "label"
+    description: str = ""
+    file: str | None = None  # where the spec came from, for error messages
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A loaded task: its spec and the train (demonstration pool) and test (query pool) examples."""
+
+    spec: TaskSpec
+    train: tuple[Example, ...]
+    test: tuple[Example, ...]
+    source: str  # description of the source actually used
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        if self.spec.labels:
+            return self.spec.labels
+        return tuple(sorted({e.label for e in self.train} | {e.label for e in self.test}))
+
+
+def _require(d: Mapping[str, Any], key: str, file: str, kind: type | tuple[type, ...] = str) -> Any:
+    if key not in d:
+        raise IclkitError("missing required key", file=file, field=key)
+    value = d[key]
+    if not isinstance(value, kind):
+        raise IclkitError(f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}", file=file, field=key)
+    return value
+
+
+def parse_spec(raw: Any, file: str) -> TaskSpec:
+    """Validate a task mapping (already parsed from YAML) into a TaskSpec."""
+    if not isinstance(raw, dict):
+        raise IclkitError("a task file must hold a mapping", file=file)
+    name = _require(raw, "name", file)
+    ttype = raw.get("type", "classification")
+    if ttype not in ("classification", "generation"):
+        raise IclkitError(f"unknown task type {ttype!r} (classification or generation)", file=file, field="type")
+    inputs = raw.get("inputs", ["text"])
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        raise IclkitError("must be a non-empty list of field names", file=file, field="inputs")
+    labels = raw.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
+        raise IclkitError("must be a list of label names", file=file, field="labels")
+    if len(set(map(str, labels))) != len(labels):
+        raise IclkitError("label names must be unique", file=file, field="labels")
+    sources = raw.get("source")
+    if isinstance(sources, dict):
+        sources = [sources]
+    if not isinstance(sources, list) or not sources:
+        raise IclkitError("missing or empty", file=file, field="source")
+    for s in sources:
+        if not isinstance(s, dict) or s.get("kind") not in SOURCE_KINDS:
+            raise IclkitError(f"each source needs kind: one of {', '.join(SOURCE_KINDS)}", file=file, field="source")
+    known = {"name", "type", "inputs", "labels", "prompt", "source", "label_field", "description"}
+    return TaskSpec(
+        name=name,
+        type=ttype,
+        inputs=tuple(inputs),
+        labels=tuple(str(x) for x in labels),
+        prompt=str(raw.get("prompt", "default")),
+        sources=tuple(sources),
+        label_field=str(raw.get("label_field", "label")),
+        description=str(raw.get("description", "")),
+        file=file,
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def read_spec(path: str | Path) -> TaskSpec:
+    """Read a task YAML file (safe_load: data only, no tags that build objects)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise IclkitError(f"cannot read task file: {e.strerror}", file=str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise IclkitError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(path),
+                          line=mark.line + 1 if mark else None) from None
+    return parse_spec(raw, str(path))
+
+
+def registry() -> dict[str, Path]:
+    """Registered task names → their YAML files (the ``tasks/`` folder)."""
+    return {p.stem: p for p in sorted(data_file("tasks").glob("*.yaml"))}
+
+
+def local_file_spec(path: Path, text_field: str | None = None, label_field: str | None = None) -> TaskSpec:
+    """A task for a bare .jsonl/.csv file: fields ``text``/``label`` unless told; queries from a held-out part."""
+    inputs = [f.strip() for f in (text_field or "text").split(",")]
+    return TaskSpec(
+        name=path.stem,
+        type="classification",
+        inputs=tuple(inputs),
+        labels=(),
+        prompt="default",
+        sources=({"kind": "local", "train": str(path.resolve()), "holdout": 0.5},),
+        label_field=label_field or "label",
+        file=str(path),
+    )
+
+
+def resolve_spec(task: str | Path | TaskSpec, *, text_field: str | None = None,
+                 label_field: str | None = None) -> TaskSpec:
+    """A registered name, a task YAML path, or a .jsonl/.csv path → TaskSpec."""
+    if isinstance(task, TaskSpec):
+        return task
+    text = str(task)
+    reg = registry()
+    if text in reg:
+        return read_spec(reg[text])
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml"):
+        return read_spec(path)
+    if path.suffix in (".jsonl", ".json", ".csv"):
+        if not path.is_file():
+            raise IclkitError("no such file", file=text)
+        return local_file_spec(path, text_field, label_field)
+    raise IclkitError(
+        f"unknown task {text!r}",
+        hint=f"registered tasks: {', '.join(reg)}; or give a task .yaml or a .jsonl/.csv file",
+    )
+
+
+def load_task(task: str | Path | TaskSpec, *, text_field: str | None = None,
+              label_field: str | None = None) -> TaskData:
+    """Resolve and load a task's examples."""
+    from .sources import load_examples
+
+    return load_examples(resolve_spec(task, text_field=text_field, label_field=label_field))
