@@ -15,7 +15,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
     "device": "auto", "batch_size": 16, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
     "methods": "icl", "prompt": None, "normalize": "sum", "chat": False, "out": None, "text_field": None,
-    "label_field": None, "trust_remote_code": False, "progress": True,
+    "label_field": None, "trust_remote_code": False, "progress": True, "score_cache": None,
 }
 
 
@@ -79,10 +79,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         options={"normalize": o["normalize"], "chat": bool(o["chat"])},
         text_field=o["text_field"], label_field=o["label_field"],
     )
-    result = run(config, o["out"], progress=bool(o["progress"]))
+    result = run(config, o["out"], progress=bool(o["progress"]), score_cache=_score_cache(o["score_cache"]))
     print(result.table())
     if o["out"]:
         print(f"\nwrote {o['out']}/ (records.jsonl, episodes.jsonl, manifest.json, summary.json)")
+    return 0
+
+
+def _score_cache(value: Any) -> str | None:
+    if value in (None, False, ""):
+        return None
+    if value is True or value == "default":
+        from .scorecache import default_path
+
+        return str(default_path())
+    return str(value)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build, render, write
+
+    board = build(args.runs, metrics=args.metric or (), reference=args.reference)
+    if args.out:
+        print(f"wrote {write(board, args.format, args.out)}")
+    else:
+        sys.stdout.write(render(board, args.format))
     return 0
 
 
@@ -124,7 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-field", help="label field of a .jsonl/.csv task")
     r.add_argument("--trust-remote-code", action="store_true", default=None)
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    r.add_argument("--score-cache", nargs="?", const="default", metavar="FILE",
+                   help="reuse LM scores from a sqlite cache (default file: $ICLKIT_CACHE/scores.sqlite)")
     r.set_defaults(func=cmd_run)
+    lb = sub.add_parser("leaderboard", help="merge run folders into one table (md, csv, json) or HTML report")
+    lb.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by `iclkit run --out`")
+    lb.add_argument("--format", choices=["md", "csv", "json", "html"], default="md")
+    lb.add_argument("--out", help="output file (default: standard output)")
+    lb.add_argument("--metric", action="append", metavar="PATH",
+                    help="your own `evaluate` metric script (.py) or folder; repeatable")
+    lb.add_argument("--reference", default="icl", help="method the paired comparisons are made against")
+    lb.set_defaults(func=cmd_leaderboard)
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)
     return parser

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .stats import macro_f1, mean_ci
+from .stats import ece, macro_f1, mean_ci
 from .types import EpisodeResult
 
 SUMMARY_VERSION = 1
@@ -40,7 +40,7 @@ def _clean(x: float) -> float | None:
 
 
 def summarize(results: Sequence[EpisodeResult], seed: int = 0) -> list[dict[str, Any]]:
-    """Summary rows per (task, method, shots): accuracy with a 95% bootstrap CI over episodes, macro-F1."""
+    """Summary rows per (task, method, shots): accuracy with a 95% bootstrap CI over episodes, macro-F1, ECE."""
     groups: dict[tuple[str, str, int], list[EpisodeResult]] = defaultdict(list)
     for r in results:
         groups[(r.task, r.method, r.shots)].append(r)
@@ -52,6 +52,7 @@ def summarize(results: Sequence[EpisodeResult], seed: int = 0) -> list[dict[str,
             "task": task, "method": method, "shots": shots, "n_episodes": len(group),
             "n_queries": sum(len(r.predictions) for r in group),
             "accuracy": _clean(acc), "ci_low": _clean(lo), "ci_high": _clean(hi), "macro_f1": _clean(f1),
+            "ece": _clean(ece(group)),
         }
         masses = [p.extra["label_mass"] for r in group for p in r.predictions if "label_mass" in p.extra]
         if masses:
@@ -65,12 +66,12 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     def fmt(x: Any) -> str:
         return "–" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
-    lines = ["| task | method | shots | episodes | queries | accuracy | 95% CI | macro-F1 |",
-             "|---|---|---:|---:|---:|---:|---|---:|"]
+    lines = ["| task | method | shots | episodes | queries | accuracy | 95% CI | macro-F1 | ECE |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
         lines.append(f"| {r['task']} | {r['method']} | {r['shots']} | {r['n_episodes']} | {r['n_queries']} | "
-                     f"{fmt(r['accuracy'])} | {ci} | {fmt(r['macro_f1'])} |")
+                     f"{fmt(r['accuracy'])} | {ci} | {fmt(r['macro_f1'])} | {fmt(r.get('ece'))} |")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from . import learners
+from .checkpoint import Checkpoint, config_key
 from .episodes import EpisodeConfig, sample_episodes, write_episodes
 from .errors import IclkitError
 from .lm.loading import ModelSpec, load_lm
@@ -71,38 +72,56 @@ def _prompt_for(task: TaskData, override: str | None) -> PromptTemplate:
 class _LazyLM:
     """Loads the model on first use, so baseline-only runs never load it."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, score_cache: str | Path | None = None):
         self.spec = spec
+        self.score_cache = score_cache
         self.lm: Any = None
 
     def __call__(self) -> Any:
         if self.lm is None:
             self.lm = load_lm(self.spec)
+            if self.score_cache is not None:
+                from .scorecache import CachedLM
+
+                self.lm = CachedLM(self.lm, self.score_cache)
         return self.lm
 
 
 def run_method(learner: learners.Learner, episodes: Sequence[Episode], *, progress: bool = True,
-               desc: str = "") -> list[EpisodeResult]:
-    """Adapt to each episode's support and predict its queries."""
+               desc: str = "", checkpoint: Checkpoint | None = None) -> list[EpisodeResult]:
+    """Adapt to each episode's support and predict its queries (episodes finished in ``checkpoint`` are reused)."""
     out = []
     for ep in tqdm(episodes, desc=desc, disable=not progress, file=sys.stderr, leave=False):
+        done = checkpoint.get(learner.name, ep) if checkpoint is not None else None
+        if done is not None:
+            out.append(done)
+            continue
         try:
             adapted = learner.adapt(ep.support, ep.labels)
             preds = adapted.predict(ep.query)
         except IclkitError as e:
             raise IclkitError(f"episode {ep.id}: {e.message}", file=e.file, line=e.line, field=e.field,
                               hint=e.hint) from None
-        out.append(EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
-                                 shots=ep.shots, labels=ep.labels, predictions=tuple(preds)))
+        result = EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
+                               shots=ep.shots, labels=ep.labels, predictions=tuple(preds))
+        if checkpoint is not None:
+            checkpoint.append(result)
+        out.append(result)
     return out
 
 
-def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = True) -> RunResult:
-    """Run every method on the same episodes of every task; write the run folder if ``out`` is given."""
+def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = True,
+        score_cache: str | Path | None = None) -> RunResult:
+    """Run every method on the same episodes of every task; write the run folder if ``out`` is given.
+
+    With ``out``, finished episodes are checkpointed beside it, so a killed run started again with the same
+    config resumes where it stopped. ``score_cache``: sqlite file of LM scores reused across runs.
+    """
     tasks = [load_task(t, text_field=config.text_field, label_field=config.label_field) for t in config.tasks]
     prompts = {t.name: _prompt_for(t, config.prompt) for t in tasks}
     episodes = {t.name: sample_episodes(t, config.episodes) for t in tasks}
-    get_lm = _LazyLM(config.model)
+    get_lm = _LazyLM(config.model, score_cache)
+    ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None else None
     results: list[EpisodeResult] = []
     described: dict[str, Any] = {}
     for task in tasks:
@@ -113,7 +132,8 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
                                          get_lm=get_lm, get_prompt=lambda t=task: prompts[t.name])
             learner = learners.make(method, ctx)
             described[f"{task.name}/{method}"] = dict(learner.describe())
-            results += run_method(learner, episodes[task.name], progress=progress, desc=f"{task.name} {method}")
+            results += run_method(learner, episodes[task.name], progress=progress, desc=f"{task.name} {method}",
+                                  checkpoint=ckpt)
     manifest = {
         "iclkit_summary_version": SUMMARY_VERSION,
         "config": config.to_dict(),
@@ -129,27 +149,33 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     result = RunResult(config, episodes, results, manifest, summarize(results, seed=config.episodes.seed))
     if out is not None:
         save(result, Path(out))
+        if ckpt is not None:
+            ckpt.remove()
     return result
 
 
 def save(result: RunResult, out: Path) -> None:
-    """Write records.jsonl, episodes.jsonl, manifest.json, summary.json; all or nothing."""
+    """Write records.jsonl, episodes.jsonl, manifest.json, summary.json/.md, plots/; all or nothing."""
+    from .plots import write_plots  # matplotlib loads only when a run folder is written
+
     with staged_dir(out) as tmp:
         write_jsonl(tmp / "records.jsonl", result.records())
         write_episodes([e for eps in result.episodes.values() for e in eps], tmp / "episodes.jsonl")
         write_json(tmp / "manifest.json", result.manifest)
         write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary})
         (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
+        write_plots(result.summary, tmp / "plots")
 
 
 def evaluate(tasks: str | Sequence[str] = DEFAULT_TASKS, *, model: str | ModelSpec = "smollm2-135m-instruct",
              shots: Sequence[int] = (0, 1, 4), n_episodes: int = 20, n_way: int | None = None, n_query: int = 16,
              seed: int = 0, methods: Sequence[str] = ("icl",), prompt: str | None = None,
-             out: str | Path | None = None, progress: bool = True, **options: Any) -> RunResult:
+             out: str | Path | None = None, progress: bool = True, score_cache: str | Path | None = None,
+             **options: Any) -> RunResult:
     """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20)``."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec(name=model)
     config = RunConfig(
         tasks=(tasks,) if isinstance(tasks, str) else tuple(tasks), model=spec,
         episodes=EpisodeConfig(shots=tuple(shots), n_episodes=n_episodes, n_way=n_way, n_query=n_query, seed=seed),
         methods=tuple(methods), prompt=prompt, options=options)
-    return run(config, out, progress=progress)
+    return run(config, out, progress=progress, score_cache=score_cache)

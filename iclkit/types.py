@@ -27,6 +27,9 @@ class Example:
     fields: Mapping[str, str]
     label: str
 
+    def __hash__(self) -> int:
+        return hash((self.id, self.label, tuple(sorted(self.fields.items()))))
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "fields": dict(self.fields), "label": self.label}
 

@@ -12,6 +12,13 @@ _FACTORIES: dict[str, Factory] = {}
 # name → module that registers it on import (baselines live in the top-level baselines/ folder)
 _LAZY: dict[str, str] = {
     "icl": "iclkit.learners.icl",
+    "protonet": "iclkit.baselines.protonet",
+    "protonet-proj": "iclkit.baselines.protonet",
+    "maml": "iclkit.baselines.maml",
+    "fomaml": "iclkit.baselines.maml",
+    "mann": "iclkit.baselines.mann",
+    "knn": "iclkit.baselines.knn",
+    "linear": "iclkit.baselines.linear",
 }
 
 

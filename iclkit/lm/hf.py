@@ -1,7 +1,9 @@
-"""A transformers causal LM behind the LM interface: batched, length-sorted, left-padded, results in input order."""
+"""A transformers causal LM behind the LM interface: prefix-shared, length-bucketed batches, results in input order."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import inspect
 from typing import Any, Mapping, Sequence
 
@@ -9,19 +11,26 @@ import torch
 
 from ..errors import IclkitError
 from .base import GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from .prefix import PrefixGroup, Row, batches, plan
+
+# Rows per batch when batch_size=0 (automatic); on CUDA it is halved on every out-of-memory error.
+AUTO_ROWS = {"cpu": 16, "cuda": 512}
+TOKENS_PER_ROW = 1024  # padded-token budget per row: long prompts get fewer rows per batch
 
 
 class HFCausalLM:
     """Scores and generates with ``transformers.AutoModelForCausalLM``.
 
-    Sequences are left-padded with explicit position ids, so every sequence ends at the last position and only the
-    last ``max(continuation length) + 1`` positions go through the LM head.
+    ``share_prefix=True`` (the default) runs each distinct prefix once and continues every request of that prefix
+    from its KV cache; ``False`` runs every request as one full left-padded sequence (the naive path, kept for
+    comparison). Both read logits only at the positions that score a continuation.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, info: Mapping[str, Any] | None = None):
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 0, share_prefix: bool = True,
+                 info: Mapping[str, Any] | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.share_prefix = share_prefix
         self.info = dict(info or {})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
         # Tokens the tokenizer puts in front of every text (e.g. BOS); empty for SmolLM2.
@@ -30,6 +39,7 @@ class HFCausalLM:
         self.max_length = int(getattr(cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 0))
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._encoded: dict[str, list[int]] = {}
+        self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS["cuda" if self.device.type == "cuda" else "cpu"]
 
     @property
     def device(self) -> torch.device:
@@ -60,18 +70,34 @@ class HFCausalLM:
                 field="shots", hint="use fewer shots, shorter demonstrations, or a model with a longer context")
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return batches(lengths, self.batch_size, self.batch_size * TOKENS_PER_ROW)
 
-    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _left_pad(self, seqs: Sequence[Sequence[int]], offset: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ids, attention mask and position ids of left-padded rows that continue ``offset`` cached tokens."""
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width + offset), dtype=torch.long)
+        mask[:, :offset] = 1
         for row, s in enumerate(seqs):
             ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[row, width - len(s):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            mask[row, offset + width - len(s):] = 1
+        positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Half-precision autocast on CUDA for half-precision (or quantized) models; a no-op otherwise."""
+        dtype = getattr(torch, str(self.info.get("dtype", "")), None)
+        if self.device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _forward(self, keep: int, **kwargs: Any) -> torch.Tensor:
+        """fp32 logits of the last ``keep`` positions (only those go through the LM head when the model allows)."""
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        with self._autocast():
+            return self.model(**kwargs).logits[:, -keep:].float()
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
@@ -80,32 +106,85 @@ class HFCausalLM:
             cont = self.encode(r.continuation)
             if not cont:
                 raise IclkitError(f"continuation {r.continuation!r} has no tokens", field="verbalizer")
-            ctx = self.request_ids(r.prefix, r.context)
-            self._check_length(len(ctx) + len(cont))
-            items.append((ctx, cont))
+            prefix = self.lead + self.encode(r.prefix)
+            ctx = self.encode(r.context)
+            if not prefix and not ctx:
+                self.request_ids(r.prefix, r.context)  # raises the empty-prompt error
+            self._check_length(len(prefix) + len(ctx) + len(cont))
+            items.append((prefix, ctx, cont))
         results: list[Loglikelihood | None] = [None] * len(items)
-        for batch in self._batches([len(c) + len(t) for c, t in items]):
-            for i, res in zip(batch, self._score([items[i] for i in batch])):
-                results[i] = res
+        if self.share_prefix:
+            for group in plan(items):
+                if not self._score_group(group, results):
+                    self._score_naive([items[t.request] for r in group.rows for t in r.targets],
+                                      [t.request for r in group.rows for t in r.targets], results)
+        else:
+            self._score_naive(items, range(len(items)), results)
         return results  # type: ignore[return-value]
 
-    def _score(self, items: Sequence[tuple[list[int], list[int]]]) -> list[Loglikelihood]:
-        seqs = [c + t for c, t in items]
-        ids, mask, positions = self._left_pad(seqs)
-        keep = max(len(t) for _, t in items) + 1
-        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                            **kwargs).logits[:, -keep:-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        out = []
-        for row, (_, cont) in enumerate(items):
-            n = len(cont)
-            lp = logprobs[row, keep - 1 - n:]
-            target = torch.tensor(cont, device=lp.device)
-            token_lp = lp.gather(-1, target[:, None]).squeeze(-1)
-            greedy = bool((lp.argmax(-1) == target).all())
-            out.append(Loglikelihood(float(token_lp.sum()), n, greedy))
-        return out
+    def _retrying(self, run: Any, units: Sequence[Any], lengths: Sequence[int]) -> None:
+        """Call ``run(units in one batch)`` over length-bucketed batches; on CUDA OOM halve the batch size, retry."""
+        queue = self._batches(lengths)
+        while queue:
+            batch = queue.pop(0)
+            try:
+                run([units[i] for i in batch])
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise IclkitError("out of GPU memory with one sequence per batch",
+                                      hint="use a smaller model, --quantization 8bit/4bit, or fewer shots") from None
+                torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                rest = [i for b in [batch] + queue for i in b]
+                queue = [[rest[j] for j in b] for b in self._batches([lengths[i] for i in rest])]
+
+    # -- prefix-shared path ------------------------------------------------------------------------------------------
+
+    def _score_group(self, group: PrefixGroup, results: list[Loglikelihood | None]) -> bool:
+        """Score a group's rows after its cached prefix; False if this model's cache cannot be shared."""
+        cache = None
+        if group.shared:
+            ids = torch.tensor([group.shared], dtype=torch.long, device=self.device)
+            with self._autocast():
+                out = self.model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if self._keeps_logits else {}))
+            cache = out.past_key_values
+            if not _shareable(cache):
+                return False
+        offset = len(group.shared)
+        rows = group.rows
+
+        def run(batch: list[Row]) -> None:
+            ids, mask, positions = self._left_pad([r.tokens for r in batch], offset)
+            keep = max(r.keep for r in batch)
+            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+            if cache is not None:
+                kwargs.update(past_key_values=_expanded(cache, len(batch)), use_cache=True)
+            else:
+                kwargs["use_cache"] = False
+            logprobs = torch.log_softmax(self._forward(keep, **kwargs), dim=-1)
+            for lp, row in zip(logprobs, batch):
+                for t in row.targets:
+                    first = keep - len(row.tokens) + t.start
+                    results[t.request] = _read(lp[first:first + len(t.tokens)], t.tokens)
+
+        self._retrying(run, rows, [offset + len(r.tokens) for r in rows])
+        return True
+
+    # -- naive path: one full sequence per request -------------------------------------------------------------------
+
+    def _score_naive(self, items: Sequence[tuple[list[int], list[int], list[int]]], where: Sequence[int],
+                     results: list[Loglikelihood | None]) -> None:
+        units = [(p + c, t, w) for (p, c, t), w in zip(items, where)]
+
+        def run(batch: list[tuple[list[int], list[int], int]]) -> None:
+            ids, mask, positions = self._left_pad([c + t for c, t, _ in batch])
+            keep = max(len(t) for _, t, _ in batch) + 1
+            logprobs = torch.log_softmax(self._forward(keep, input_ids=ids, attention_mask=mask,
+                                                       position_ids=positions, use_cache=False)[:, :-1], dim=-1)
+            for lp, (_, cont, w) in zip(logprobs, batch):
+                results[w] = _read(lp[keep - 1 - len(cont):], cont)
+
+        self._retrying(run, units, [len(c) + len(t) for c, t, _ in units])
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
@@ -116,8 +195,9 @@ class HFCausalLM:
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, _ = self._left_pad([prompts[i] for i in batch])
             max_new = max(requests[i].max_new_tokens for i in batch)
-            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                                      pad_token_id=self.pad_id, num_beams=1)
+            with self._autocast():
+                out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new,
+                                          do_sample=False, pad_token_id=self.pad_id, num_beams=1)
             for row, i in enumerate(batch):
                 new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens]
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
@@ -126,3 +206,32 @@ class HFCausalLM:
                         text = text[: text.index(stop)]
                 results[i] = text
         return results  # type: ignore[return-value]
+
+
+def _read(logprobs: torch.Tensor, tokens: Sequence[int]) -> Loglikelihood:
+    """Summed log-prob of ``tokens`` under per-position ``logprobs`` (n, vocab), and whether greedy yields them."""
+    target = torch.tensor(list(tokens), device=logprobs.device)
+    token_lp = logprobs.gather(-1, target[:, None]).squeeze(-1)
+    return Loglikelihood(float(token_lp.sum()), len(tokens), bool((logprobs.argmax(-1) == target).all()))
+
+
+def _shareable(cache: Any) -> bool:
+    """Whether ``cache`` is a transformers DynamicCache of plain (full-attention) layers, which we can broadcast."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:
+        return False
+    layers = getattr(cache, "layers", None)
+    return isinstance(cache, DynamicCache) and bool(layers) and all(type(x) is DynamicLayer for x in layers)
+
+
+def _expanded(cache: Any, batch: int) -> Any:
+    """A copy of a batch-1 cache broadcast to ``batch`` rows without copying its tensors (appends allocate anew)."""
+    out = copy.copy(cache)
+    out.layers = []
+    for layer in cache.layers:
+        new = copy.copy(layer)
+        new.keys = layer.keys.expand(batch, *layer.keys.shape[1:])
+        new.values = layer.values.expand(batch, *layer.values.shape[1:])
+        out.layers.append(new)
+    return out

@@ -30,7 +30,8 @@ class ModelSpec:
     quantization: Quantization = "none"
     device: str = "auto"
     trust_remote_code: bool = False
-    batch_size: int = 16
+    batch_size: int = 0  # rows per batch; 0 = automatic (16 on CPU; on CUDA 512, halved on out-of-memory)
+    share_prefix: bool = True  # score an episode's demonstrations once (KV cache); False = one full pass per request
 
 
 def cache_dir() -> Path:
@@ -163,7 +164,8 @@ def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
     folder, provenance = resolve(spec)
     device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _torch_dtype(spec, device)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code,
+                              "attn_implementation": "sdpa"}
     if spec.quantization != "none":
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
@@ -171,7 +173,11 @@ def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
         kwargs["device_map"] = {"": device}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        except ValueError:  # an architecture without SDPA support: its default attention
+            del kwargs["attn_implementation"]
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as e:
         raise IclkitError(f"cannot load model: {e}".splitlines()[0], file=str(folder), field="model") from None
     if spec.quantization == "none":
@@ -182,7 +188,7 @@ def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
         "quantization": spec.quantization, "device": device, "folder": str(folder), **provenance,
         "class": type(model).__name__,
     }
-    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, info=info)
+    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, share_prefix=spec.share_prefix, info=info)
 
 
 def spec_dict(spec: ModelSpec) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""What the baselines share: features from the run context, episode tensors, and one cached outer training loop."""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from iclkit.embeddings import Features, encoder_for, shared_cache
+from iclkit.learners.base import MethodContext
+from iclkit.metatrain import generator, label_index, load_weights, save_weights, weights_dir
+from iclkit.types import Episode, Example, episodes_hash
+
+Params = dict[str, torch.Tensor]
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # support x, support y, query x, query y
+
+
+class Featurizer(Protocol):
+    """Example → vector; ``key`` names the embedding space (part of every meta-trained weights key)."""
+
+    key: str
+
+    def __call__(self, examples: Sequence[Example]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class OuterLoop:
+    """Meta-training budget: Adam steps, learning rate, episodes per step."""
+
+    steps: int = 300
+    lr: float = 1e-3
+    meta_batch: int = 4
+
+
+def features_from(ctx: MethodContext) -> Features:
+    """The run's embedding space (``embed``, ``embed_layer``, ``pooling`` options), centred on train texts."""
+    o = ctx.options
+    encoder = encoder_for(str(o.get("embed", "lm")), get_lm=ctx.get_lm, layer=int(o.get("embed_layer", -1)),
+                          pooling=o.get("pooling", "mean"))
+    feats = Features(shared_cache(encoder, progress=bool(o.get("progress", True))))
+    train = list(ctx.task.train)
+    sample = random.Random(f"center/{ctx.seed}").sample(train, min(len(train), int(o.get("center_texts", 256))))
+    return feats.with_center(sample) if sample else feats
+
+
+def loop_from(ctx: MethodContext, prefix: str, default: OuterLoop) -> OuterLoop:
+    """Outer-loop settings from options such as ``maml_steps`` / ``meta_steps``, else the method's defaults."""
+    o = ctx.options
+    pick = lambda f, cast: cast(o.get(f"{prefix}_{f}", o.get(f"meta_{f}", getattr(default, f))))  # noqa: E731
+    return OuterLoop(steps=pick("steps", int), lr=pick("lr", float), meta_batch=pick("meta_batch", int))
+
+
+def episode_arrays(featurize: Featurizer, episodes: Sequence[Episode]) -> list[Arrays]:
+    """Tensors per episode, embedding all distinct examples in one pass."""
+    examples = list({e.id + "\0" + str(sorted(e.fields.items())): e for ep in episodes
+                     for e in (*ep.support, *ep.query)}.values())
+    vecs = featurize(examples)
+    row = {e.id + "\0" + str(sorted(e.fields.items())): i for i, e in enumerate(examples)}
+    get = lambda xs: vecs[[row[e.id + "\0" + str(sorted(e.fields.items()))] for e in xs]]  # noqa: E731
+    return [(get(ep.support), label_index(ep.support, ep.labels), get(ep.query), label_index(ep.query, ep.labels))
+            for ep in episodes]
+
+
+def meta_fit(name: str, init: Params, loss: Callable[[Params, Sequence[Arrays]], torch.Tensor],
+             episodes: Sequence[Episode], featurize: Featurizer, loop: OuterLoop, seed: int,
+             config: Mapping[str, Any], *, cache: bool = True, progress: bool = True) -> Params:
+    """Adam on ``loss`` over random meta-batches of episodes; weights cached by (config, episodes, features)."""
+    full = {**dict(config), **asdict(loop), "seed": seed}
+    folder = weights_dir(name, full, episodes_hash(list(episodes)), featurize.key)
+    if cache and (saved := load_weights(folder)) is not None:
+        return saved
+    arrays = episode_arrays(featurize, episodes)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in init.items()}
+    opt = torch.optim.Adam(params.values(), lr=loop.lr)
+    gen = generator(seed, name, "meta-batches")
+    for _ in tqdm(range(loop.steps), desc=f"meta-train {name}", file=sys.stderr, leave=False, disable=not progress):
+        batch = [arrays[int(i)] for i in torch.randint(len(arrays), (loop.meta_batch,), generator=gen)]
+        opt.zero_grad()
+        loss(params, batch).backward()
+        opt.step()
+    trained = {k: v.detach().clone() for k, v in params.items()}
+    if cache:
+        save_weights(folder, trained, {"method": name, **full, "episodes_hash": episodes_hash(list(episodes)),
+                                       "n_episodes": len(episodes), "features": featurize.key})
+    return trained

@@ -1,0 +1,75 @@
+"""Non-parametric memory: the support embeddings are stored and a query takes a vote of its k most similar ones.
+
+``mode='vote'``: each of the k nearest (cosine) neighbours votes for its class, ties broken by summed similarity;
+``mode='softmax'``: class score = log-sum-exp of similarity / temperature over that class's support items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+
+from iclkit.learners import register
+from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.metatrain import label_index
+from iclkit.types import Example, Prediction
+
+from ._common import Featurizer, features_from
+
+Mode = Literal["vote", "softmax"]
+
+
+def knn_scores(support: torch.Tensor, labels: torch.Tensor, n_way: int, queries: torch.Tensor, k: int,
+               mode: Mode, temperature: float) -> torch.Tensor:
+    """Per-class scores [n_query, n_way]."""
+    sim = torch.nn.functional.normalize(queries, dim=-1) @ torch.nn.functional.normalize(support, dim=-1).T
+    if mode == "softmax":
+        masked = (sim / temperature).unsqueeze(1).expand(-1, n_way, -1).clone()
+        masked[:, (labels.unsqueeze(0) != torch.arange(n_way).unsqueeze(1))] = float("-inf")
+        return torch.logsumexp(masked, dim=-1)
+    top = sim.topk(min(k, support.shape[0]), dim=-1)
+    onehot = torch.nn.functional.one_hot(labels[top.indices], n_way).to(sim.dtype)  # [q, k, n_way]
+    votes = onehot.sum(1)
+    tiebreak = (onehot * top.values.unsqueeze(-1)).sum(1) / (k + 1)  # < 1 vote: only settles ties
+    return votes + tiebreak
+
+
+@dataclass(frozen=True)
+class KNN:
+    featurize: Featurizer
+    k: int = 5
+    mode: Mode = "vote"
+    temperature: float = 0.1
+    name: str = "knn"
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"method": self.name, "k": self.k, "mode": self.mode, "temperature": self.temperature,
+                "features": self.featurize.key}
+
+    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "KNNAdapted":
+        return KNNAdapted(self, self.featurize(support), label_index(support, labels), tuple(labels))
+
+
+@dataclass(frozen=True)
+class KNNAdapted:
+    learner: KNN
+    memory: torch.Tensor
+    memory_labels: torch.Tensor
+    labels: tuple[str, ...]
+
+    @torch.no_grad()
+    def predict(self, queries: Sequence[Example]) -> list[Prediction]:
+        kn = self.learner
+        out = knn_scores(self.memory, self.memory_labels, len(self.labels), kn.featurize(queries), kn.k, kn.mode,
+                         kn.temperature)
+        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
+                for q, row in zip(queries, out)]
+
+
+@register("knn")
+def _make(ctx: MethodContext) -> KNN:
+    o = ctx.options
+    return KNN(features_from(ctx), k=int(o.get("knn_k", 5)), mode=o.get("knn_mode", "vote"),
+               temperature=float(o.get("knn_temperature", 0.1)))

@@ -1,0 +1,82 @@
+"""Planning prefix-shared scoring: which token rows to run after a cached prefix, and where each answer is read.
+
+Requests that share a prefix (an episode's demonstrations) are grouped; the prefix minus its last token is run once
+and cached, and every distinct ``last prefix token + context + continuation[:-1]`` becomes one *row* continued from
+that cache. Keeping the last prefix token in the rows means an empty context (or an empty prefix, k=0) needs no
+special case. A continuation whose tokens are a prefix of another row (e.g. every one-token label of a query) is read
+from that row, so all one-token labels of a query cost one row and one logit position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Target:
+    """Request ``request`` is scored by ``tokens``, predicted by the row's logits from position ``start`` on."""
+
+    request: int
+    start: int
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Token ids continuing the cached prefix, and the requests read from them."""
+
+    tokens: tuple[int, ...]
+    targets: tuple[Target, ...]
+
+    @property
+    def keep(self) -> int:
+        """How many final positions of this row need logits."""
+        return max(len(self.tokens) - t.start for t in self.targets)
+
+
+@dataclass(frozen=True)
+class PrefixGroup:
+    """One cached prefix and the rows that continue it."""
+
+    shared: tuple[int, ...]
+    rows: tuple[Row, ...]
+
+
+def plan(items: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]]) -> list[PrefixGroup]:
+    """Group ``(prefix ids, context ids, continuation ids)`` items by prefix; one row per distinct needed suffix."""
+    by_prefix: dict[tuple[int, ...], dict[tuple[int, ...], dict[tuple[int, ...], list[Target]]]] = {}
+    for i, (prefix, context, cont) in enumerate(items):
+        prefix = tuple(prefix)
+        shared = prefix[:-1]
+        head = prefix[len(shared):] + tuple(context)  # what follows the cache, up to the answer
+        suffix = head + tuple(cont[:-1])
+        heads = by_prefix.setdefault(prefix, {})
+        heads.setdefault(head, {}).setdefault(suffix, []).append(Target(i, len(head) - 1, tuple(cont)))
+    groups = []
+    for prefix, heads in by_prefix.items():
+        rows: list[Row] = []
+        for suffixes in heads.values():
+            kept: list[tuple[tuple[int, ...], list[Target]]] = []
+            for suffix in sorted(suffixes, key=len, reverse=True):
+                host = next((k for k in kept if k[0][:len(suffix)] == suffix), None)
+                if host is None:
+                    kept.append((suffix, list(suffixes[suffix])))
+                else:
+                    host[1].extend(suffixes[suffix])
+            rows += [Row(s, tuple(t)) for s, t in kept]
+        groups.append(PrefixGroup(prefix[:-1], tuple(rows)))
+    return groups
+
+
+def batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Length-bucketed batches: longest first, each at most ``max_rows`` rows and ``max_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        # Rows come longest first, so a batch's padded width is the length of its first row.
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * lengths[out[-1][0]] <= max_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out

@@ -1,0 +1,125 @@
+"""Meta-training episodes: drawn from a task's train split (never an evaluation query) or from other tasks.
+
+Each episode lists its classes in a freshly shuffled order, and every baseline maps a class to the index of its
+position in ``Episode.labels``, so the class-to-index assignment is permuted per episode and no head can memorize
+class identity. Episodes are ordinary ``Episode`` objects, so their hash identifies the training data.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from .errors import IclkitError
+from .types import Episode, Example
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """How many training episodes, and their shape. ``pool_per_class`` caps the train texts that get embedded."""
+
+    n_episodes: int = 200
+    n_way: int = 2
+    shots: tuple[int, ...] = (1, 4, 8)
+    n_query: int = 8  # per class
+    pool_per_class: int = 64
+    seed: int = 0
+
+
+def _key(e: Example) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(e.fields.items()))
+
+
+def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: MetaTrainConfig,
+                  exclude: Iterable[Example] = ()) -> list[Episode]:
+    """Episodes from (task name, train examples) pairs; examples equal to any in ``exclude`` are never used."""
+    banned = {_key(e) for e in exclude}
+    rng = random.Random(f"metatrain/{config.seed}")
+    pools: list[tuple[str, dict[str, list[Example]]]] = []
+    for name, examples in sources:
+        by_label: dict[str, list[Example]] = {}
+        for e in examples:
+            if _key(e) not in banned:
+                by_label.setdefault(e.label, []).append(e)
+        need = max(config.shots) + config.n_query
+        usable = {lab: rng.sample(v, min(len(v), config.pool_per_class)) for lab, v in sorted(by_label.items())
+                  if len(v) >= need}
+        if len(usable) >= config.n_way:
+            pools.append((name, usable))
+    if not pools:
+        raise IclkitError(f"no meta-training source has {config.n_way} classes with "
+                          f"{max(config.shots) + config.n_query} train examples each",
+                          field="meta_train_tasks", hint="use more train data, fewer shots, or --meta-train-tasks")
+    episodes = []
+    for index in range(config.n_episodes):
+        name, pool = pools[index % len(pools)]
+        labels = rng.sample(sorted(pool), config.n_way)  # shuffled order = this episode's class-to-index map
+        shots = rng.choice(config.shots)
+        support, query = [], []
+        for lab in labels:
+            picked = rng.sample(pool[lab], shots + config.n_query)
+            support += picked[:shots]
+            query += picked[shots:]
+        rng.shuffle(support)
+        rng.shuffle(query)
+        episodes.append(Episode(task=f"{name}:metatrain", index=index, shots=shots, seed=config.seed,
+                                labels=tuple(labels), support=tuple(support), query=tuple(query)))
+    return episodes
+
+
+def label_index(examples: Sequence[Example], labels: Sequence[str]) -> torch.Tensor:
+    """Class indices by position in the episode's label tuple."""
+    pos = {lab: i for i, lab in enumerate(labels)}
+    try:
+        return torch.tensor([pos[e.label] for e in examples], dtype=torch.long)
+    except KeyError as e:
+        raise IclkitError(f"support label {e.args[0]!r} is not one of the episode's labels {list(labels)}") from None
+
+
+def generator(seed: int, *salt: object) -> torch.Generator:
+    """A torch.Generator seeded from the run seed and a salt (method name, purpose)."""
+    g = torch.Generator()
+    g.manual_seed(random.Random("/".join(map(str, (seed, *salt)))).getrandbits(63))
+    return g
+
+
+def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -> "Path":
+    """Folder for meta-trained weights: keyed by the method's config, the training episodes and the features."""
+    from pathlib import Path
+
+    from .lm.loading import cache_dir
+    from .types import stable_hash
+
+    key = stable_hash({"method": method, "config": config, "episodes": train_hash, "features": features_key})
+    return Path(cache_dir()) / "metatrained" / f"{method}-{key}"
+
+
+def load_weights(folder: "Path") -> dict[str, torch.Tensor] | None:
+    """Saved weights, or None when this exact meta-training has not been done yet."""
+    from safetensors.torch import load_file
+
+    path = folder / "weights.safetensors"
+    return load_file(path) if path.is_file() else None
+
+
+def save_weights(folder: "Path", weights: dict[str, torch.Tensor], info: dict) -> None:
+    """Write weights.safetensors + config.json atomically."""
+    import json
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp"))
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+    (tmp / "config.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process saved the same training first
+        shutil.rmtree(tmp, ignore_errors=True)

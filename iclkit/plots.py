@@ -1,0 +1,103 @@
+"""Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method); PNG and SVG.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot (no global figure state), and saved without
+timestamps and with a fixed SVG id salt, so the same rows always give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; before anything imports pyplot
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+ImageFormat = Literal["png", "svg"]
+_RC = {"svg.hashsalt": "iclkit", "svg.fonttype": "path", "font.size": 9}
+
+
+def _series(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, list[Mapping[str, Any]]]:
+    lines: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    models = {r.get("model") for r in rows if r["task"] == task}
+    for r in rows:
+        if r["task"] != task or r.get("accuracy") is None:
+            continue
+        name = f"{r['model']} · {r['method']}" if len(models) > 1 and r.get("model") else str(r["method"])
+        lines[name].append(r)
+    return {k: sorted(v, key=lambda r: r["shots"]) for k, v in sorted(lines.items())}
+
+
+def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
+    """A figure of accuracy against shots for one task, with each line's 95% CI as a band."""
+    fig = Figure(figsize=(5.0, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lines = _series(rows, task)
+    shots = sorted({r["shots"] for line in lines.values() for r in line})
+    pos = {k: i for i, k in enumerate(shots)}  # evenly spaced: 0, 1, 4, 8 shots read better than on a linear axis
+    for name, line in lines.items():
+        x = [pos[r["shots"]] for r in line]
+        y = [r["accuracy"] for r in line]
+        lo = [r["ci_low"] if r.get("ci_low") is not None else r["accuracy"] for r in line]
+        hi = [r["ci_high"] if r.get("ci_high") is not None else r["accuracy"] for r in line]
+        (handle,) = ax.plot(x, y, marker="o", linewidth=1.5, markersize=4, label=name)
+        ax.fill_between(x, lo, hi, color=handle.get_color(), alpha=0.18, linewidth=0)
+    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(task)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: ImageFormat) -> bytes:
+    """The figure as PNG or SVG bytes, with no timestamp in them."""
+    buf = io.BytesIO()
+    with matplotlib.rc_context(_RC):
+        meta = {"Date": None} if fmt == "svg" else {}
+        fig.savefig(buf, format=fmt, metadata=meta)
+    return buf.getvalue()
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a task name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "task"
+
+
+def tasks_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted({str(r["task"]) for r in rows})
+
+
+def render_plots(rows: Sequence[Mapping[str, Any]],
+                 formats: Sequence[ImageFormat] = ("png", "svg")) -> dict[str, dict[str, bytes]]:
+    """task → format → image bytes, for every task in ``rows``."""
+    out: dict[str, dict[str, bytes]] = {}
+    for task in tasks_of(rows):
+        with matplotlib.rc_context(_RC):
+            fig = accuracy_vs_shots(rows, task)
+        out[task] = {fmt: figure_bytes(fig, fmt) for fmt in formats}
+    return out
+
+
+def write_plots(rows: Sequence[Mapping[str, Any]], folder: str | Path,
+                formats: Sequence[ImageFormat] = ("png", "svg")) -> list[Path]:
+    """Write ``accuracy_vs_shots_<task>.<fmt>`` for every task into ``folder``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task, images in render_plots(rows, formats).items():
+        for fmt, data in images.items():
+            path = folder / f"accuracy_vs_shots_{slug(task)}.{fmt}"
+            path.write_bytes(data)
+            paths.append(path)
+    return paths

@@ -1,0 +1,160 @@
+"""A self-contained HTML report of a leaderboard: sortable table with CIs, paired comparisons, embedded plots.
+
+One file, no external URLs: styles and the sorting script are inline, plots are SVG data URIs. Nothing
+time-dependent is written, so the same runs always give the same file. ``report.html#sort=accuracy:desc``
+opens the table sorted by a column.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Mapping
+
+from .leaderboard import Leaderboard, _metric_names
+from .plots import render_plots
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
+  padding:0 16px;color:#1d2330}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .muted{color:#667}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+th,td{padding:4px 8px;border-bottom:1px solid #e3e6ee;text-align:left;white-space:nowrap}
+td.num,th.num{text-align:right}
+table.sortable th{cursor:pointer;user-select:none;background:#f4f6fa;position:sticky;top:0}
+table.sortable th[data-order=asc]::after{content:" \\25B2"} table.sortable th[data-order=desc]::after{content:" \\25BC"}
+tbody tr:hover{background:#f8f9fc}
+.ci{position:relative;display:inline-block;width:90px;height:8px;background:#eef0f5;border-radius:4px;
+  vertical-align:middle;margin-left:6px}
+.ci span{position:absolute;top:0;height:8px;background:#7aa2e3;border-radius:4px}
+.ci b{position:absolute;top:-2px;width:2px;height:12px;background:#1f4fa0}
+.plots{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;border:1px solid #e3e6ee;border-radius:6px;padding:6px}
+figure img{display:block;width:480px;height:auto}
+.pos{color:#1a7f37} .neg{color:#b42318}
+"""
+
+_JS = """
+(function () {
+  function key(row, col) {
+    var cell = row.cells[col], v = cell.getAttribute("data-value");
+    if (v === null) v = cell.textContent.trim();
+    var n = parseFloat(v);
+    return isNaN(n) ? v.toLowerCase() : n;
+  }
+  function sortBy(th, order) {
+    var table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex, dir = order === "asc" ? 1 : -1;
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a, col), y = key(b, col);
+      if (typeof x !== typeof y) return typeof x === "number" ? -1 : 1;  // blanks last
+      return (x < y ? -1 : x > y ? 1 : 0) * dir;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-order"); });
+    th.setAttribute("data-order", order);
+  }
+  document.querySelectorAll("table.sortable th").forEach(function (th) {
+    th.addEventListener("click", function () {
+      sortBy(th, th.getAttribute("data-order") === "desc" ? "asc" : "desc");
+    });
+  });
+  var m = /sort=([\\w-]+)(?::(asc|desc))?/.exec(location.hash);
+  if (m) {
+    var th = document.querySelector('table.sortable th[data-key="' + m[1] + '"]');
+    if (th) sortBy(th, m[2] || "desc");
+  }
+})();
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("–" if x is None else str(x), quote=True)
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    """A numeric cell: sort value in data-value, blank-safe display."""
+    if x is None:
+        return '<td class="num" data-value="">–</td>'
+    shown = f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    return f'<td class="num" data-value="{_e(x)}">{shown}</td>'
+
+
+def _ci_cell(row: Mapping[str, Any]) -> str:
+    lo, hi, acc = row.get("ci_low"), row.get("ci_high"), row.get("accuracy")
+    if lo is None or hi is None or acc is None:
+        return '<td data-value="">–</td>'
+    bar = (f'<span class="ci" title="95% CI"><span style="left:{lo * 100:.1f}%;width:{(hi - lo) * 100:.1f}%">'
+           f'</span><b style="left:{acc * 100:.1f}%"></b></span>')
+    return f'<td data-value="{hi - lo:.4f}">[{lo:.3f}, {hi:.3f}]{bar}</td>'
+
+
+def _rows_table(lb: Leaderboard) -> str:
+    extra = _metric_names(lb)
+    heads = [("model", "model", ""), ("task", "task", ""), ("method", "method", ""), ("shots", "shots", "num"),
+             ("episodes", "n_episodes", "num"), ("queries", "n_queries", "num"), ("accuracy", "accuracy", "num"),
+             ("95% CI", "ci", ""), ("macro-F1", "macro_f1", "num"), ("ECE", "ece", "num"),
+             *[(m, m, "num") for m in extra], ("run", "run", "")]
+    out = ['<table class="sortable" id="leaderboard"><thead><tr>']
+    out += [f'<th class="{cls}" data-key="{_e(key)}">{_e(label)}</th>' for label, key, cls in heads]
+    out.append("</tr></thead><tbody>")
+    for r in lb.rows:
+        cells = [f"<td>{_e(r['model'])}</td>", f"<td>{_e(r['task'])}</td>", f"<td>{_e(r['method'])}</td>",
+                 _num(r["shots"]), _num(r["n_episodes"]), _num(r["n_queries"]), _num(r["accuracy"]), _ci_cell(r),
+                 _num(r["macro_f1"]), _num(r["ece"]),
+                 *[_num(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], f"<td>{_e(r['run'])}</td>"]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _comparisons_table(lb: Leaderboard) -> str:
+    if not lb.comparisons:
+        return '<p class="muted">No paired comparisons (they need a reference method and shared episodes).</p>'
+    heads = [("task", ""), ("shots", "num"), ("A", ""), ("B", ""), ("episodes", "num"), ("A − B", "num"),
+             ("95% CI", ""), ("p", "num")]
+    out = ['<table class="sortable" id="comparisons"><thead><tr>']
+    out += [f'<th class="{cls}" data-key="c-{i}">{_e(label)}</th>' for i, (label, cls) in enumerate(heads)]
+    out.append("</tr></thead><tbody>")
+    for c in lb.comparisons:
+        d = c["mean_diff"]
+        sign = "pos" if d and d > 0 else "neg" if d and d < 0 else ""
+        out.append(
+            f"<tr><td>{_e(c['task'])}</td>{_num(c['shots'])}"
+            f"<td>{_e(c['a']['model'])} · {_e(c['a']['method'])}</td>"
+            f"<td>{_e(c['b']['model'])} · {_e(c['b']['method'])}</td>{_num(c['n_episodes'])}"
+            f'<td class="num {sign}" data-value="{_e(d)}">{d:+.3f}</td>'
+            f"<td>[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]</td>{_num(c['p_value'])}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _plots(lb: Leaderboard) -> str:
+    figures = []
+    for task, images in render_plots(lb.rows, formats=("svg",)).items():
+        data = base64.b64encode(images["svg"]).decode("ascii")
+        figures.append(f'<figure><img alt="accuracy vs shots, {_e(task)}" src="data:image/svg+xml;base64,{data}">'
+                       f"</figure>")
+    return '<div class="plots">' + "\n".join(figures) + "</div>"
+
+
+def html_report(lb: Leaderboard, *, title: str = "iclkit leaderboard") -> str:
+    """The whole report as one HTML document."""
+    runs = ", ".join(f"{_e(r['name'])} ({_e(r.get('model'))}, seed {_e(r.get('seed'))})" for r in lb.runs)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<p class="muted">Runs: {runs}. Accuracy is the mean over episodes with a 95% percentile-bootstrap CI over
+episodes; ECE is the expected calibration error of the predicted label's probability (10 bins). Click a column
+header to sort.</p>
+<h2>Accuracy vs shots</h2>
+{_plots(lb)}
+<h2>Results</h2>
+{_rows_table(lb)}
+<h2>Paired comparisons</h2>
+<p class="muted">Accuracy differences on the same episodes; p from a two-sided paired permutation test.</p>
+{_comparisons_table(lb)}
+<script>{_JS}</script>
+</body></html>
+"""

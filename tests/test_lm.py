@@ -1,0 +1,67 @@
+"""The HF backend on the real SmolLM2: batched scores equal a naive one-at-a-time forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclkit.errors import IclkitError
+from iclkit.lm import GenerationRequest, LoglikelihoodRequest
+
+DEMO = "Review: a gorgeous, witty film\nSentiment: positive\n\nReview: dull and lifeless\nSentiment: negative\n\n"
+REQUESTS = [
+    LoglikelihoodRequest(DEMO, "Review: loved it\nSentiment:", " positive"),
+    LoglikelihoodRequest(DEMO, "Review: a long, meandering, overstuffed story that never finds its feet\nSentiment:",
+                         " negative"),
+    LoglikelihoodRequest("", "Review: fine\nSentiment:", " positive"),
+    LoglikelihoodRequest("", "Review: fine\nSentiment:", " mildly positive overall"),
+    LoglikelihoodRequest(DEMO * 2, "Review: x\nSentiment:", " negative"),
+]
+
+
+def naive_logprob(lm, req: LoglikelihoodRequest) -> float:
+    """One request, one full forward pass, no padding, no batching."""
+    ctx = lm.encode(req.prefix) + lm.encode(req.context)
+    cont = lm.encode(req.continuation)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logits = lm.model(ids).logits[0].double()
+    lp = torch.log_softmax(logits, -1)
+    return float(sum(lp[len(ctx) + i - 1, t] for i, t in enumerate(cont)))
+
+
+def test_batched_loglikelihood_equals_naive_forward(smol):
+    got = smol.loglikelihood(REQUESTS)
+    for req, res in zip(REQUESTS, got):
+        assert res.logprob == pytest.approx(naive_logprob(smol, req), abs=1e-4)
+        assert res.n_tokens == len(smol.encode(req.continuation))
+
+
+def test_batch_size_does_not_change_scores(smol):
+    old = smol.batch_size
+    try:
+        smol.batch_size = 1
+        one = smol.loglikelihood(REQUESTS)
+        smol.batch_size = 16
+        many = smol.loglikelihood(REQUESTS)
+    finally:
+        smol.batch_size = old
+    assert [r.greedy for r in one] == [r.greedy for r in many]
+    for a, b in zip(one, many):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_generation_is_greedy_and_batch_independent(smol):
+    reqs = [GenerationRequest("Country: France\nCapital: Paris\n\n", "Country: Italy\nCapital:", 6),
+            GenerationRequest("", "Country: Germany\nCapital:", 6)]
+    batched = smol.generate(reqs)
+    single = [smol.generate([r])[0] for r in reqs]
+    assert batched == single
+    assert batched[0].strip() == "Rome"
+
+
+def test_prompt_longer_than_context_window_is_a_clear_error(smol):
+    long = "word " * (smol.max_length + 10)
+    with pytest.raises(IclkitError) as e:
+        smol.loglikelihood([LoglikelihoodRequest(long, "Review: x\nSentiment:", " positive")])
+    assert "context window" in e.value.message
