@@ -1,7 +1,7 @@
 """Linear probe: multinomial logistic regression fit on the support set alone (no meta-learning).
 
-The floor every meta-learner must beat. L2-regularized, solved to convergence with L-BFGS, so the fit is
-deterministic and independent of example order.
+The floor every meta-learner must beat: scikit-learn's L2-regularized LogisticRegression, solved to convergence
+with L-BFGS, so the fit is deterministic.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from iclkit.learners import register
 from iclkit.learners.base import MethodContext, classification_prediction
@@ -19,51 +22,42 @@ from iclkit.types import Example, Prediction
 from ._common import Featurizer, features_from
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, l2: float, max_iter: int = 100) -> torch.Tensor:
-    """Weights [dim + 1, n_way] minimizing mean cross-entropy + l2/2 · ‖W‖² (bias unpenalized)."""
-    x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
-    w = torch.zeros(x.shape[1], n_way, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w, y) + 0.5 * l2 * w[:-1].pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach()
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> LogisticRegression:
+    """L2-regularized multinomial logistic regression (L-BFGS to convergence, deterministic)."""
+    if len(set(y.tolist())) < 2:
+        raise ValueError("a linear probe needs support examples of at least two classes")
+    with threadpool_limits(1):  # BLAS threads only add contention on a problem this small
+        return LogisticRegression(C=c, max_iter=1000, tol=1e-6).fit(x.double().numpy(), y.numpy())
 
 
 @dataclass(frozen=True)
 class Linear:
     featurize: Featurizer
-    l2: float = 1e-2
+    c: float = 1.0  # inverse L2 strength, scikit-learn's C
     name: str = "linear"
 
     def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "l2": self.l2, "features": self.featurize.key}
+        return {"method": self.name, "C": self.c, "features": self.featurize.key}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "LinearAdapted":
-        w = fit_logistic(self.featurize(support), label_index(support, labels), len(labels), self.l2)
-        return LinearAdapted(self, w, tuple(labels))
+        model = fit_logistic(self.featurize(support), label_index(support, labels), len(labels), self.c)
+        return LinearAdapted(self, model, tuple(labels))
 
 
 @dataclass(frozen=True)
 class LinearAdapted:
     learner: Linear
-    weights: torch.Tensor
+    model: LogisticRegression
     labels: tuple[str, ...]
 
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
-        x = self.learner.featurize(queries).double()
-        out = torch.log_softmax(x @ self.weights[:-1] + self.weights[-1], dim=-1)
+        logp = self.model.predict_log_proba(self.learner.featurize(queries).double().numpy())
+        out = np.full((len(queries), len(self.labels)), -np.inf)
+        out[:, self.model.classes_] = logp  # a class absent from the support gets probability 0
         return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
                 for q, row in zip(queries, out)]
 
 
 @register("linear")
 def _make(ctx: MethodContext) -> Linear:
-    return Linear(features_from(ctx), l2=float(ctx.options.get("linear_l2", 1e-2)))
+    return Linear(features_from(ctx), c=float(ctx.options.get("linear_c", 1.0)))

@@ -60,7 +60,7 @@ def meta_loss(head: nn.Module, params: Params, batch: Sequence[Arrays], steps: i
 @dataclass
 class MAML:
     featurize: Featurizer
-    n_way: int
+    n_way: int = 0  # 0: taken from the meta-training episodes
     hidden: int = 64
     inner_steps: int = 5
     inner_lr: float = 0.1
@@ -78,6 +78,7 @@ class MAML:
                 "first_order": self.first_order, "meta_train": vars(self.loop), "features": self.featurize.key}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
+        self.n_way = self.n_way or len(episodes[0].labels)
         dim = self.featurize(episodes[0].support[:1]).shape[-1]
         self._head = head = mlp(dim, self.hidden, self.n_way)
         init = init_params(head, generator(self.seed, self.name, "init"))
@@ -118,8 +119,7 @@ class MAMLAdapted:
 def _make(ctx: MethodContext, first_order: bool) -> MAML:
     o = ctx.options
     name = "fomaml" if first_order else "maml"
-    n_way = len(ctx.task.labels) if not o.get("n_way") else int(o["n_way"])
-    return MAML(features_from(ctx), n_way=n_way, hidden=int(o.get("maml_hidden", 64)),
+    return MAML(features_from(ctx), hidden=int(o.get("maml_hidden", 64)),
                 inner_steps=int(o.get("maml_inner_steps", 5)), inner_lr=float(o.get("maml_inner_lr", 0.1)),
                 first_order=first_order, loop=loop_from(ctx, "maml", OuterLoop(steps=300, lr=1e-3, meta_batch=4)),
                 seed=ctx.seed, name=name, progress=bool(o.get("progress", True)))

@@ -1,12 +1,12 @@
 """Memory-augmented neural network (Santoro et al. 2016): an LSTM controller with an external memory.
 
 At step t the controller sees x_t with the one-hot label of step t−1, so it must bind an item to its label in
-memory and retrieve it when a similar item comes back. Reads are cosine content-based (softmax over slots, with a
-learned key strength as in the NTM, from the memory before
-this step's write); writes follow Least-Recently-Used Access: a learned gate mixes the previous
-read weights with the least-used slot, which is cleared first. The support items are shown in order with their
-labels; one more step carries the last support label; then each query is predicted from that state on its own,
-so a query's prediction depends neither on the other queries nor on their order.
+memory and retrieve it when a similar item comes back. Reads are cosine content-based (softmax over slots with a
+learned key strength, as in the NTM) on the memory before this step's write, so an item never retrieves its own
+key; writes follow Least-Recently-Used Access: a learned gate mixes the previous read weights with the least-used
+slots, which are cleared first. The support items are shown in order with their labels, one more step carries the
+last support label, and each query is then predicted from that state on its own, so a query's prediction depends
+neither on the other queries nor on their order.
 """
 
 from __future__ import annotations
@@ -140,12 +140,12 @@ def init_params(net: nn.Module, g: torch.Generator) -> Params:
 @dataclass
 class MANN:
     featurize: Featurizer
-    n_way: int
+    n_way: int = 0  # 0: taken from the meta-training episodes
     hidden: int = 128
     slots: int = 64
     width: int = 40
     heads: int = 2
-    loop: OuterLoop = OuterLoop(steps=300, lr=1e-3, meta_batch=8)
+    loop: OuterLoop = OuterLoop(steps=300, lr=1e-2, meta_batch=8)
     seed: int = 0
     cache: bool = True
     progress: bool = True
@@ -163,6 +163,7 @@ class MANN:
         return self._net
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
+        self.n_way = self.n_way or len(episodes[0].labels)
         net = self.net(self.featurize(episodes[0].support[:1]).shape[-1])
         config = {"hidden": self.hidden, "slots": self.slots, "width": self.width, "heads": self.heads,
                   "n_way": self.n_way}
@@ -200,8 +201,7 @@ class MANNAdapted:
 @register("mann")
 def _make(ctx: MethodContext) -> MANN:
     o = ctx.options
-    n_way = int(o["n_way"]) if o.get("n_way") else len(ctx.task.labels)
-    return MANN(features_from(ctx), n_way=n_way, hidden=int(o.get("mann_hidden", 128)),
+    return MANN(features_from(ctx), hidden=int(o.get("mann_hidden", 128)),
                 slots=int(o.get("mann_slots", 64)), width=int(o.get("mann_width", 40)),
-                heads=int(o.get("mann_heads", 2)), loop=loop_from(ctx, "mann", OuterLoop(300, 1e-3, 8)),
+                heads=int(o.get("mann_heads", 2)), loop=loop_from(ctx, "mann", OuterLoop(300, 1e-2, 8)),
                 seed=ctx.seed, progress=bool(o.get("progress", True)))

@@ -14,8 +14,10 @@ from .errors import IclkitError
 RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
     "device": "auto", "batch_size": 16, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
-    "methods": "icl", "prompt": None, "normalize": "sum", "chat": False, "out": None, "text_field": None,
-    "label_field": None, "trust_remote_code": False, "progress": True, "score_cache": None,
+    "methods": "icl,protonet,maml,fomaml,mann,knn,linear", "prompt": None, "normalize": "sum", "chat": False,
+    "out": None, "text_field": None,
+    "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,
+    "meta_episodes": 200, "meta_steps": None, "trust_remote_code": False, "progress": True, "score_cache": None,
 }
 
 
@@ -76,7 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                n_way=int(o["n_way"]) if o["n_way"] else None, n_query=int(o["n_query"]),
                                seed=int(o["seed"])),
         methods=_names(o["methods"]), prompt=o["prompt"],
-        options={"normalize": o["normalize"], "chat": bool(o["chat"])},
+        options={"normalize": o["normalize"], "chat": bool(o["chat"]), "embed": str(o["embed"]),
+                 "embed_layer": int(o["embed_layer"]), "pooling": o["pooling"],
+                 "meta_episodes": int(o["meta_episodes"]),
+                 **({"meta_train_tasks": _names(o["meta_train_tasks"])} if o["meta_train_tasks"] else {}),
+                 **({"meta_steps": int(o["meta_steps"])} if o["meta_steps"] else {})},
         text_field=o["text_field"], label_field=o["label_field"],
     )
     result = run(config, o["out"], progress=bool(o["progress"]), score_cache=_score_cache(o["score_cache"]))
@@ -136,7 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-way", type=int, help="classes per episode (default: all of the task's)")
     r.add_argument("--n-query", type=int, help="queries per episode")
     r.add_argument("--seed", type=int)
-    r.add_argument("--methods", help="comma-separated methods (icl, ...)")
+    r.add_argument("--methods", help="comma-separated methods: icl, protonet, protonet-proj, maml, fomaml, mann, "
+                                     "knn, linear")
+    r.add_argument("--embed", help="baselines' embeddings: 'lm' (the model's hidden states), 'minilm' (offline "
+                                   "all-MiniLM-L6-v2), or a HF encoder id / folder")
+    r.add_argument("--embed-layer", type=int, help="hidden-state layer for --embed lm (0 = embeddings, -1 = last)")
+    r.add_argument("--pooling", choices=["mean", "last"], help="pool hidden states over tokens: mean or last token")
+    r.add_argument("--meta-train-tasks", help="meta-train on these tasks' train splits (default: the task's own)")
+    r.add_argument("--meta-episodes", type=int, help="meta-training episodes per task and method")
+    r.add_argument("--meta-steps", type=int, help="outer-loop steps for maml/fomaml/mann/protonet-proj")
     r.add_argument("--prompt", help="prompt name or .yaml file (default: the task's own)")
     r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")
     r.add_argument("--chat", action="store_true", default=None, help="wrap prompts in the model's chat template")

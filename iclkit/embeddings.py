@@ -63,6 +63,10 @@ class LMEncoder:
         return {"kind": "lm", "model": info.get("model"), "weights": info.get("weights_sha256"),
                 "dtype": info.get("dtype"), "layer": self.layer, "pooling": self.pooling, "max_tokens": self.max_tokens}
 
+    def __post_init__(self) -> None:
+        while not hasattr(getattr(self.lm, "model", None), "config") and hasattr(self.lm, "lm"):
+            self.lm = self.lm.lm  # unwrap score caches and other LM wrappers down to the HFCausalLM
+
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         tok, model = self.lm.tokenizer, self.lm.model
@@ -72,7 +76,8 @@ class LMEncoder:
         lead = list(getattr(self.lm, "lead", []))
         seqs = [(lead + list(tok(t, add_special_tokens=False)["input_ids"]))[: self.max_tokens] or [self.lm.pad_id]
                 for t in texts]
-        return _batched(seqs, self.batch_size, self.lm.pad_id, model, self.layer, self.pooling)
+        body = getattr(model, "base_model", model)  # the transformer without its LM head: no vocabulary logits
+        return _batched(seqs, self.batch_size, self.lm.pad_id, body, self.layer, self.pooling)
 
 
 @dataclass
@@ -152,9 +157,20 @@ class EmbeddingCache:
         if self._loaded:
             return
         self._loaded = True
-        if self.dir.is_dir():
-            for shard in sorted(self.dir.glob("*.safetensors")):
+        if not self.dir.is_dir():
+            return
+        shards = sorted(self.dir.glob("*.safetensors"))
+        for shard in shards:
+            try:
                 self._memory.update(load_file(shard))
+            except (OSError, ValueError):  # removed by another process's compaction: its vectors are merged
+                pass
+        if len(shards) > 32:  # each run appends small shards: merge them so loading stays one read
+            self._store(self._memory)
+            merged = self.dir / f"{stable_hash(sorted(self._memory))}.safetensors"
+            for shard in shards:
+                if shard != merged:
+                    shard.unlink(missing_ok=True)
 
     def _store(self, new: Mapping[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file

@@ -122,8 +122,9 @@ def _comparisons(runs: Sequence[Run], reference: str, seed: int) -> list[dict[st
         for (task, method, shots), eps in _episodes(run).items():
             key = (run.model_of(task, method), method, run.name)
             entries[(task, shots)][key] = {h: _accuracy(recs) for h, recs in eps.items()}
-    out, seen = [], set()
+    out = []
     for (task, shots), by_entry in sorted(entries.items()):
+        seen: set[frozenset[tuple[str | None, str, str]]] = set()
         for ref, ref_acc in sorted(by_entry.items(), key=str):
             if ref[1] != reference:
                 continue

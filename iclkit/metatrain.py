@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -86,10 +87,8 @@ def generator(seed: int, *salt: object) -> torch.Generator:
     return g
 
 
-def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -> "Path":
+def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -> Path:
     """Folder for meta-trained weights: keyed by the method's config, the training episodes and the features."""
-    from pathlib import Path
-
     from .lm.loading import cache_dir
     from .types import stable_hash
 
@@ -97,7 +96,7 @@ def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -
     return Path(cache_dir()) / "metatrained" / f"{method}-{key}"
 
 
-def load_weights(folder: "Path") -> dict[str, torch.Tensor] | None:
+def load_weights(folder: Path) -> dict[str, torch.Tensor] | None:
     """Saved weights, or None when this exact meta-training has not been done yet."""
     from safetensors.torch import load_file
 
@@ -105,13 +104,12 @@ def load_weights(folder: "Path") -> dict[str, torch.Tensor] | None:
     return load_file(path) if path.is_file() else None
 
 
-def save_weights(folder: "Path", weights: dict[str, torch.Tensor], info: dict) -> None:
+def save_weights(folder: Path, weights: dict[str, torch.Tensor], info: dict) -> None:
     """Write weights.safetensors + config.json atomically."""
     import json
     import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
@@ -123,3 +121,20 @@ def save_weights(folder: "Path", weights: dict[str, torch.Tensor], info: dict) -
         os.replace(tmp, folder)
     except OSError:  # another process saved the same training first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def training_episodes(task: Any, evaluation: Sequence[Episode], options: Mapping[str, Any],
+                      seed: int) -> list[Episode]:
+    """Meta-training episodes for ``task``: from its own train split, or from ``options['meta_train_tasks']``;
+    never containing any of the evaluation episodes' queries."""
+    from .tasks import load_task
+
+    names = options.get("meta_train_tasks") or ()
+    names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
+    sources = [(t.name, t.train) for t in (load_task(n) for n in names)] if names else [(task.name, task.train)]
+    shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
+    n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
+    config = MetaTrainConfig(n_episodes=int(options.get("meta_episodes", 200)), n_way=n_way, shots=shots,
+                             n_query=int(options.get("meta_query", 8)),
+                             pool_per_class=int(options.get("meta_pool", 64)), seed=seed)
+    return meta_episodes(sources, config, exclude=[q for ep in evaluation for q in ep.query])

@@ -58,6 +58,11 @@ _JS = """
       sortBy(th, th.getAttribute("data-order") === "desc" ? "asc" : "desc");
     });
   });
+  window.addEventListener("load", function () {
+    // how many embedded plots actually decoded: a quick check that the report renders (also used by the tests)
+    var ok = Array.prototype.filter.call(document.images, function (i) { return i.complete && i.naturalWidth > 0; });
+    document.body.setAttribute("data-rendered-images", String(ok.length));
+  });
   var m = /sort=([\\w-]+)(?::(asc|desc))?/.exec(location.hash);
   if (m) {
     var th = document.querySelector('table.sortable th[data-key="' + m[1] + '"]');

@@ -9,11 +9,13 @@ from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from . import learners
+from . import distributed, learners
 from .checkpoint import Checkpoint, config_key
+from .compare import COMPARISON_VERSION, compare, comparison_table
 from .episodes import EpisodeConfig, sample_episodes, write_episodes
 from .errors import IclkitError
 from .lm.loading import ModelSpec, load_lm
+from .metatrain import training_episodes
 from .prompts import PromptTemplate, load_prompt
 from .results import SUMMARY_VERSION, markdown_table, records, staged_dir, summarize, versions, write_json, write_jsonl
 from .tasks import TaskData, load_task
@@ -50,9 +52,13 @@ class RunResult:
     results: list[EpisodeResult]
     manifest: dict[str, Any]
     summary: list[dict[str, Any]] = field(default_factory=list)
+    comparison: list[dict[str, Any]] = field(default_factory=list)  # paired differences vs ICL
 
     def table(self) -> str:
-        return markdown_table(self.summary)
+        if not self.comparison:
+            return markdown_table(self.summary)
+        return (markdown_table(self.summary) + "\n\nPaired difference vs ICL (same episodes):\n\n"
+                + comparison_table(self.comparison))
 
     def records(self) -> list[dict[str, Any]]:
         return [rec for r in self.results for rec in records(r)]
@@ -121,19 +127,33 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     prompts = {t.name: _prompt_for(t, config.prompt) for t in tasks}
     episodes = {t.name: sample_episodes(t, config.episodes) for t in tasks}
     get_lm = _LazyLM(config.model, score_cache)
-    ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None else None
-    results: list[EpisodeResult] = []
+    world = distributed.init()  # under accelerate launch / torchrun: this process runs every world.size-th episode
+    progress = progress and world.main
+    ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None and world.main else None
+    blocks: list[list[EpisodeResult]] = []
     described: dict[str, Any] = {}
+    meta_hashes: dict[str, str] = {}
     for task in tasks:
         for method in config.methods:
             if task.spec.type == "generation" and method != "icl":
                 continue  # baselines are classifiers; open-answer tasks are ICL only
-            ctx = learners.MethodContext(task=task, seed=config.episodes.seed, options=config.options,
-                                         get_lm=get_lm, get_prompt=lambda t=task: prompts[t.name])
+            # Baselines need at least one demonstration per class; 0-shot is ICL only.
+            eps = [e for e in episodes[task.name] if method == "icl" or e.shots > 0]
+            ctx = learners.MethodContext(
+                task=task, seed=config.episodes.seed, options={"progress": progress, **config.options},
+                get_lm=get_lm, get_prompt=lambda t=task: prompts[t.name],
+                train_episodes=lambda t=task: training_episodes(t, episodes[t.name], config.options,
+                                                                config.episodes.seed))
             learner = learners.make(method, ctx)
+            if isinstance(learner, learners.MetaLearner):
+                assert ctx.train_episodes is not None
+                train = ctx.train_episodes()
+                learner.meta_train(train)
+                meta_hashes[f"{task.name}/{method}"] = episodes_hash(train)
             described[f"{task.name}/{method}"] = dict(learner.describe())
-            results += run_method(learner, episodes[task.name], progress=progress, desc=f"{task.name} {method}",
-                                  checkpoint=ckpt)
+            blocks.append(run_method(learner, distributed.shard(eps, world), progress=progress,
+                                     desc=f"{task.name} {method}", checkpoint=ckpt))
+    results = [r for block in distributed.gather(blocks, world) for r in block]
     manifest = {
         "iclkit_summary_version": SUMMARY_VERSION,
         "config": config.to_dict(),
@@ -144,10 +164,13 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         "prompts": {name: {"name": p.name, "hash": p.hash, "file": p.file} for name, p in prompts.items()},
         "episodes_hash": {name: episodes_hash(eps) for name, eps in episodes.items()},
         "methods": described,
+        "meta_train_episodes_hash": meta_hashes,
         "seed": config.episodes.seed,
+        "processes": world.size,
     }
-    result = RunResult(config, episodes, results, manifest, summarize(results, seed=config.episodes.seed))
-    if out is not None:
+    result = RunResult(config, episodes, results, manifest, summarize(results, seed=config.episodes.seed),
+                       compare(results, seed=config.episodes.seed) if "icl" in config.methods else [])
+    if out is not None and world.main:
         save(result, Path(out))
         if ckpt is not None:
             ckpt.remove()
@@ -164,6 +187,9 @@ def save(result: RunResult, out: Path) -> None:
         write_json(tmp / "manifest.json", result.manifest)
         write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary})
         (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
+        if result.comparison:
+            write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": "icl",
+                                                 "rows": result.comparison})
         write_plots(result.summary, tmp / "plots")
 
 

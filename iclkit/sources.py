@@ -107,6 +107,9 @@ def to_examples(rows: Iterable[Row], spec: TaskSpec, split: str, *, file: str | 
         raw = row[lf]
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
             raise IclkitError(f"label must be a string or integer, got {type(raw).__name__}", field=lf, **where)
+        if label_names and isinstance(raw, int) and not 0 <= raw < len(label_names):
+            raise IclkitError(f"label index {raw} is out of range for {len(label_names)} class names", field=lf,
+                              **where)
         label = label_names[raw] if (label_names and isinstance(raw, int)) else str(raw)
         if not label.strip():
             raise IclkitError("empty label", field=lf, **where)

@@ -65,7 +65,9 @@ def ece(results: Sequence[EpisodeResult], *, n_bins: int = 10) -> float:
     for r in results:
         for p in r.predictions:
             if p.probs:
-                conf.append(min(1.0, max(p.probs.values())))
+                # at the 6 decimals records.jsonl keeps: the summary must follow from the records alone, and
+                # float noise between processes must not move a confidence across a bin edge
+                conf.append(min(1.0, round(max(p.probs.values()), 6)))
                 hit.append(p.correct)
     return expected_calibration_error(conf, hit, n_bins=n_bins)
 

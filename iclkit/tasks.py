@@ -97,6 +97,9 @@ def parse_spec(raw: Any, file: str) -> TaskSpec:
     labels = raw.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
         raise IclkitError("must be a list of label names", file=file, field="labels")
+    if any(isinstance(x, bool) for x in labels):
+        raise IclkitError("a label was read as a boolean: YAML turns unquoted yes/no/on/off/true/false into "
+                          "booleans, so quote them ('yes')", file=file, field="labels")
     if len(set(map(str, labels))) != len(labels):
         raise IclkitError("label names must be unique", file=file, field="labels")
     sources = raw.get("source")

@@ -37,7 +37,10 @@ class HFCausalLM:
         self.lead: list[int] = list(tokenizer("", add_special_tokens=True)["input_ids"])
         cfg = model.config
         self.max_length = int(getattr(cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 0))
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._encoded: dict[str, list[int]] = {}
         self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS["cuda" if self.device.type == "cuda" else "cpu"]
 
@@ -57,11 +60,20 @@ class HFCausalLM:
                 self._encoded[text] = ids
         return ids
 
+    def split(self, prefix: str, context: str) -> tuple[list[int], list[int]]:
+        """Token ids of ``lead + prefix`` and of ``context``, tokenized separately.
+
+        Whitespace that ends the prefix is tokenized with the context: BPE tokenizers attach whitespace to the word
+        after it, so this matches the tokenization of the joined text (and lm-evaluation-harness's) at the boundary.
+        """
+        body = prefix.rstrip()
+        return self.lead + self.encode(body), self.encode(prefix[len(body):] + context)
+
     def request_ids(self, prefix: str, context: str) -> list[int]:
-        ids = self.lead + self.encode(prefix) + self.encode(context)
-        if not ids:
+        head, ctx = self.split(prefix, context)
+        if not head and not ctx:
             raise IclkitError("empty prompt: the model needs at least one context token (this tokenizer adds no BOS)")
-        return ids
+        return head + ctx
 
     def _check_length(self, n: int) -> None:
         if self.max_length and n > self.max_length:
@@ -106,8 +118,7 @@ class HFCausalLM:
             cont = self.encode(r.continuation)
             if not cont:
                 raise IclkitError(f"continuation {r.continuation!r} has no tokens", field="verbalizer")
-            prefix = self.lead + self.encode(r.prefix)
-            ctx = self.encode(r.context)
+            prefix, ctx = self.split(r.prefix, r.context)
             if not prefix and not ctx:
                 self.request_ids(r.prefix, r.context)  # raises the empty-prompt error
             self._check_length(len(prefix) + len(ctx) + len(cont))
@@ -147,7 +158,7 @@ class HFCausalLM:
             ids = torch.tensor([group.shared], dtype=torch.long, device=self.device)
             with self._autocast():
                 out = self.model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if self._keeps_logits else {}))
-            cache = out.past_key_values
+            cache = getattr(out, self._cache_arg, None)
             if not _shareable(cache):
                 return False
         offset = len(group.shared)
@@ -158,14 +169,13 @@ class HFCausalLM:
             keep = max(r.keep for r in batch)
             kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
             if cache is not None:
-                kwargs.update(past_key_values=_expanded(cache, len(batch)), use_cache=True)
+                kwargs.update({self._cache_arg: _expanded(cache, len(batch)), "use_cache": True})
             else:
                 kwargs["use_cache"] = False
-            logprobs = torch.log_softmax(self._forward(keep, **kwargs), dim=-1)
-            for lp, row in zip(logprobs, batch):
-                for t in row.targets:
-                    first = keep - len(row.tokens) + t.start
-                    results[t.request] = _read(lp[first:first + len(t.tokens)], t.tokens)
+            logits = self._forward(keep, **kwargs)
+            picks = [(b, keep - len(row.tokens) + t.start, t.tokens) for b, row in enumerate(batch) for t in row.targets]
+            for t, res in zip([t for row in batch for t in row.targets], _read(logits, picks)):
+                results[t.request] = res
 
         self._retrying(run, rows, [offset + len(r.tokens) for r in rows])
         return True
@@ -179,10 +189,10 @@ class HFCausalLM:
         def run(batch: list[tuple[list[int], list[int], int]]) -> None:
             ids, mask, positions = self._left_pad([c + t for c, t, _ in batch])
             keep = max(len(t) for _, t, _ in batch) + 1
-            logprobs = torch.log_softmax(self._forward(keep, input_ids=ids, attention_mask=mask,
-                                                       position_ids=positions, use_cache=False)[:, :-1], dim=-1)
-            for lp, (_, cont, w) in zip(logprobs, batch):
-                results[w] = _read(lp[keep - 1 - len(cont):], cont)
+            logits = self._forward(keep, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            picks = [(b, keep - 1 - len(cont), cont) for b, (_, cont, _) in enumerate(batch)]
+            for (_, _, w), res in zip(batch, _read(logits, picks)):
+                results[w] = res
 
         self._retrying(run, units, [len(c) + len(t) for c, t, _ in units])
 
@@ -208,11 +218,23 @@ class HFCausalLM:
         return results  # type: ignore[return-value]
 
 
-def _read(logprobs: torch.Tensor, tokens: Sequence[int]) -> Loglikelihood:
-    """Summed log-prob of ``tokens`` under per-position ``logprobs`` (n, vocab), and whether greedy yields them."""
-    target = torch.tensor(list(tokens), device=logprobs.device)
-    token_lp = logprobs.gather(-1, target[:, None]).squeeze(-1)
-    return Loglikelihood(float(token_lp.sum()), len(tokens), bool((logprobs.argmax(-1) == target).all()))
+def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]]) -> list[Loglikelihood]:
+    """For each ``(row, first position, tokens)``: the tokens' summed log-prob under ``logits`` (batch, pos, vocab)
+    from that position on, and whether greedy decoding yields them. One gather and one device sync per batch."""
+    rows = [b for b, _, toks in picks for _ in toks]
+    positions = [first + i for _, first, toks in picks for i in range(len(toks))]
+    tokens = [t for _, _, toks in picks for t in toks]
+    index = torch.tensor([rows, positions, tokens], device=logits.device)
+    logprobs = torch.log_softmax(logits[index[0], index[1]], dim=-1)
+    token_lp = logprobs.gather(-1, index[2][:, None]).squeeze(-1)
+    hits = logprobs.argmax(-1) == index[2]
+    lp_list, hit_list = token_lp.tolist(), hits.tolist()
+    out, at = [], 0
+    for _, _, toks in picks:
+        n = len(toks)
+        out.append(Loglikelihood(float(sum(lp_list[at:at + n])), n, all(hit_list[at:at + n])))
+        at += n
+    return out
 
 
 def _shareable(cache: Any) -> bool:

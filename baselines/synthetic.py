@@ -1,4 +1,5 @@
-"""Gaussian-cluster episodes for the baseline tests: fresh class centres per episode, so only adaptation helps."""
+"""Gaussian-cluster episodes for sanity-checking a learner: fresh class centres per episode, so only adaptation
+to the support set can help (used by the tests; handy for checking a new baseline)."""
 
 from __future__ import annotations
 

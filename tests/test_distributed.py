@@ -1,0 +1,63 @@
+"""Scale-out: two real CPU processes (accelerate launch, gloo) give the records of a one-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from iclkit.distributed import World, gather, shard
+
+# three episodes over two processes: an uneven split (rank 0 runs two, rank 1 one)
+RUN = ["run", "--task", "movie-sentiment", "--shots", "0,1,2", "--episodes", "1", "--n-query", "4",
+       "--dtype", "float32", "--device", "cpu", "--no-progress"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _records(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_shard_then_gather_restores_order():
+    blocks = [list(range(7)), [], list("abc")]
+    worlds = [World(rank, 3) for rank in range(3)]
+    shards = [[shard(b, w) for b in blocks] for w in worlds]
+    assert shards[1] == [[1, 4], [], ["b"]]
+    # gather's reassembly, fed the shards that all_gather_object would deliver
+    n = [sum(len(s[j]) for s in shards) for j in range(len(blocks))]
+    rebuilt = [[shards[i % 3][j][i // 3] for i in range(n[j])] for j in range(len(blocks))]
+    assert rebuilt == blocks
+    assert gather(blocks, World()) == blocks
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path, data_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "iclkit", *RUN, "--out", str(one)], env=env, check=True,
+                   capture_output=True, timeout=900)
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    assert launcher, "accelerate is a dependency of iclkit"
+    proc = subprocess.run([launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                           str(_free_port()), "-m", "iclkit", *RUN, "--out", str(two)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((two / "manifest.json").read_text())["processes"] == 2
+    a, b = _records(one), _records(two)
+    assert len(a) == 3 * 4
+    assert [r["episode_id"] for r in a] == [r["episode_id"] for r in b]
+    assert [(r["query_id"], r["prediction"]) for r in a] == [(r["query_id"], r["prediction"]) for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["scores"].keys() == rb["scores"].keys()
+        assert all(abs(ra["scores"][k] - rb["scores"][k]) < 1e-4 for k in ra["scores"])

@@ -1,0 +1,125 @@
+"""The prefix-shared scoring path against a naive reference: one full forward pass per request, written here."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+
+from iclkit.lm.base import LoglikelihoodRequest
+from iclkit.lm.hf import HFCausalLM
+from iclkit.lm.prefix import batches, plan
+from iclkit.prompts import load_prompt
+from iclkit.types import Example
+
+SINGLE = (" negative", " positive")
+MULTI = (" negative", " quite positive", " rather negative indeed")  # one short label: shares a row with the others
+
+
+def _examples(path, n, rng, max_chars=10_000):
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    picked = rng.sample([r for r in rows if len(r["text"]) <= max_chars], n)
+    return [Example(id=str(i), fields={"text": r["text"]}, label=r["label"]) for i, r in enumerate(picked)]
+
+
+@pytest.fixture(scope="module")
+def requests_(data_dir):
+    """k=0 and k=4 SST-2 prompts, queries of mixed lengths, single- and multi-token verbalizers."""
+    rng = random.Random(4)
+    prompt = load_prompt("sentiment")
+    demos = _examples(data_dir / "sst2" / "train.jsonl", 4, rng, max_chars=80)  # short: keeps the test fast
+    queries = sorted(_examples(data_dir / "sst2" / "test.jsonl", 40, rng), key=lambda e: len(e.fields["text"]))
+    queries = [queries[0], queries[13], queries[26], queries[-1]]  # shortest to longest
+    out = []
+    for k in (0, 4):
+        for q in queries:
+            r = prompt.render(demos[:k], q)
+            conts = SINGLE if k == 4 else MULTI
+            out += [LoglikelihoodRequest(r.prefix, r.context, c) for c in conts]
+    out.append(LoglikelihoodRequest(out[-1].prefix, "", " Review"))  # empty context: scored right after the prefix
+    return out
+
+
+def naive_logprob(lm: HFCausalLM, r: LoglikelihoodRequest) -> tuple[float, bool]:
+    """Plain model(input_ids) on the concatenated ids, log_softmax, gather."""
+    ctx = lm.request_ids(r.prefix, r.context)
+    cont = lm.encode(r.continuation)
+    with torch.inference_mode():
+        logits = lm.model(torch.tensor([ctx + cont])).logits[0].float()
+    lp = torch.log_softmax(logits[len(ctx) - 1:-1], dim=-1)
+    target = torch.tensor(cont)
+    return float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())
+
+
+@pytest.fixture(scope="module")
+def reference(smol, requests_):
+    return [naive_logprob(smol, r) for r in requests_]
+
+
+def _predictions(requests, logprobs):
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    for r, lp in zip(requests, logprobs):
+        key = (r.prefix, r.context)
+        if key not in best or lp > best[key][0]:
+            best[key] = (lp, r.continuation)
+    return {k: v[1] for k, v in best.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [1, 7, 32])
+def test_shared_prefix_matches_naive_fp32(smol, requests_, reference, batch_size):
+    lm = HFCausalLM(smol.model, smol.tokenizer, batch_size=batch_size, share_prefix=True)
+    got = lm.loglikelihood(requests_)
+    ref_lp = [lp for lp, _ in reference]
+    assert max(abs(g.logprob - r) for g, r in zip(got, ref_lp)) < 1e-4
+    assert [g.greedy for g in got] == [greedy for _, greedy in reference]
+    assert [g.n_tokens for g in got] == [len(smol.encode(r.continuation)) for r in requests_]
+    assert _predictions(requests_, [g.logprob for g in got]) == _predictions(requests_, ref_lp)
+
+
+@pytest.mark.slow
+def test_naive_path_and_input_order(smol, requests_, reference):
+    naive = HFCausalLM(smol.model, smol.tokenizer, batch_size=7, share_prefix=False).loglikelihood(requests_)
+    assert max(abs(g.logprob - r) for g, (r, _) in zip(naive, reference)) < 1e-4
+    order = list(range(len(requests_)))
+    random.Random(0).shuffle(order)
+    shuffled = HFCausalLM(smol.model, smol.tokenizer, batch_size=7).loglikelihood([requests_[i] for i in order])
+    for res, i in zip(shuffled, order):
+        assert abs(res.logprob - reference[i][0]) < 1e-4
+
+
+@pytest.mark.slow
+def test_shared_prefix_bf16(smol, requests_):
+    model = copy.deepcopy(smol.model).to(torch.bfloat16)
+    lm = HFCausalLM(model, smol.tokenizer, batch_size=7)
+    small = requests_[-7:-1]  # the three longest k=4 queries, one-token labels
+    got = lm.loglikelihood(small)
+    ref = [naive_logprob(lm, r)[0] for r in small]
+    diffs = sorted(abs(g.logprob - r) for g, r in zip(got, ref))
+    # bf16 keeps 8 mantissa bits: a logit near 20 is rounded to a multiple of 0.125, and a different summation order
+    # anywhere in 30 layers moves a log-prob by up to ~0.1 (the naive padded path too). Typical error stays < 1e-2.
+    assert diffs[len(diffs) // 2] < 1e-2 and diffs[-1] < 0.15
+    assert _predictions(small, [g.logprob for g in got]) == _predictions(small, ref)
+
+
+def test_plan_one_row_per_query_for_one_token_labels():
+    items = [([1, 2, 3], [4, 5], [7]), ([1, 2, 3], [4, 5], [8]), ([1, 2, 3], [6], [7]), ([], [9], [7, 8]),
+             ([], [9], [7])]
+    groups = plan(items)
+    assert [g.shared for g in groups] == [(1, 2), ()]
+    rows = {r.tokens: sorted(t.request for t in r.targets) for g in groups for r in g.rows}
+    # one-token labels share the query's row; [7] after [9] is read from the [9, 7] row of the two-token label
+    assert rows == {(3, 4, 5): [0, 1], (3, 6): [2], (9, 7): [3, 4]}
+    row = next(r for g in groups for r in g.rows if r.tokens == (9, 7))
+    assert {t.request: t.start for t in row.targets} == {3: 0, 4: 0} and row.keep == 2
+
+
+def test_batches_are_length_bucketed_and_bounded():
+    lengths = [5, 50, 7, 48, 6, 49]
+    out = batches(lengths, max_rows=2, max_tokens=1000)
+    assert out == [[1, 5], [3, 2], [4, 0]]
+    # the padded width is the longest row's: a long row does not take short ones along past the token budget
+    assert batches([5, 5, 5, 5, 50], max_rows=8, max_tokens=99) == [[4], [0, 1, 2, 3]]

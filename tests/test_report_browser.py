@@ -1,0 +1,104 @@
+"""The HTML report opened in real headless Chromium: table rows, sorting script, plots decode, screenshot not blank."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from iclkit import evaluate
+from iclkit.leaderboard import build, render
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("Debian `chromium` is not installed: `apt-get install -y chromium` (.ci/run installs it); "
+                    "the HTML report check needs a real browser")
+    return exe
+
+
+def _browse(page: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile{len(list(tmp_path.glob('profile*')))}"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+           "--virtual-time-budget=5000", "--window-size=1280,1000", *extra, page]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+class _Cells(HTMLParser):
+    """Cells of the table with the given id, row by row."""
+
+    def __init__(self, table_id: str):
+        super().__init__()
+        self.table_id, self.inside, self.rows, self.cell = table_id, False, [], None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table" and dict(attrs).get("id") == self.table_id:
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td":
+            self.cell = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append(self.cell.strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell += data
+
+
+def _rows(dom: str) -> list[list[str]]:
+    parser = _Cells("leaderboard")
+    parser.feed(dom)
+    return [r for r in parser.rows if r]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    evaluate("movie-sentiment", shots=(0, 1, 2), n_episodes=2, n_query=2, progress=False, out=root / "run")
+    page = root / "report.html"
+    page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
+    return page
+
+
+def test_report_is_self_contained(report: Path) -> None:
+    text = report.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    assert "@import" not in text and "<link" not in text
+    assert text.count('src="data:image/svg+xml;base64,') == 1
+
+
+def test_chromium_renders_table_and_plots(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    res = _browse(report.as_uri(), tmp_path, f"--screenshot={shot}")
+    assert shot.is_file(), res.stderr[-2000:]
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1000, 1280)
+    ink = (pixels < 0.9).any(axis=-1).mean()
+    assert ink > 0.02 and float(np.std(pixels)) > 0.05, "screenshot is blank"
+
+    dom = _browse(report.as_uri(), tmp_path, "--dump-dom").stdout
+    assert 'data-rendered-images="1"' in dom  # the embedded plot decoded in the browser
+    rows = _rows(dom)
+    assert [r[1:4] for r in rows] == [["movie-sentiment", "icl", str(k)] for k in (0, 1, 2)]
+
+
+def test_sorting_script_runs_in_the_browser(report: Path, tmp_path: Path) -> None:
+    by_shots = _rows(_browse(report.as_uri() + "#sort=shots:desc", tmp_path, "--dump-dom").stdout)
+    assert [r[3] for r in by_shots] == ["2", "1", "0"]
+    by_acc = _rows(_browse(report.as_uri() + "#sort=accuracy:asc", tmp_path, "--dump-dom").stdout)
+    acc = [float(r[6]) for r in by_acc]
+    assert acc == sorted(acc) and len(acc) == 3
