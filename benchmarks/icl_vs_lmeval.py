@@ -105,11 +105,10 @@ def worker_lmeval(a: argparse.Namespace) -> dict:
     except SystemExit as e:
         if e.code not in (0, None):
             raise
-    total = time.perf_counter() - t0
     samples = glob.glob(str(work / "out" / "**" / "samples_sst2_first_n_*.jsonl"), recursive=True)
     rows = sorted(read_jsonl(Path(samples[0]), 10**9), key=lambda s: s["doc_id"])
     scores = [[float(r[0]) for r in s["filtered_resps"]] for s in rows]
-    return {"loop_s": loop["s"], "scores": scores}
+    return {"loop_s": loop["s"], "in_process_s": time.perf_counter() - t0, "scores": scores}
 
 
 def worker_naive(a: argparse.Namespace) -> dict:

@@ -268,6 +268,7 @@ def write(lb: Leaderboard, fmt: Format, out: str | Path) -> Path:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make a shared report unreadable to others
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(render(lb, fmt))
     os.replace(tmp, path)

@@ -81,41 +81,54 @@ def read_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
     return list(ds)
 
 
+def _row_example(row: Row, i: int, spec: TaskSpec, split: str, field_map: Mapping[str, str],
+                 known: set[str], label_names: list[str] | None) -> Example:
+    """One validated Example; raises _RowError(message, field) on bad input."""
+    fields = {}
+    for name in spec.inputs:
+        src = field_map.get(name, name)
+        if src not in row or row[src] is None:
+            raise _RowError("missing field", src)
+        value = row[src]
+        if not isinstance(value, str):
+            raise _RowError(f"expected text, got {type(value).__name__}", src)
+        if not value.strip():
+            raise _RowError("empty text", src)
+        fields[name] = value
+    lf = field_map.get("label", spec.label_field)
+    if lf not in row or row[lf] is None:
+        raise _RowError("missing field", lf)
+    raw = row[lf]
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise _RowError(f"label must be a string or integer, got {type(raw).__name__}", lf)
+    if label_names and isinstance(raw, int) and not 0 <= raw < len(label_names):
+        raise _RowError(f"label index {raw} is out of range for {len(label_names)} class names", lf)
+    label = label_names[raw] if (label_names and isinstance(raw, int)) else str(raw)
+    if not label.strip():
+        raise _RowError("empty label", lf)
+    if known and label not in known:
+        raise _RowError(f"label {label!r} is not one of the task's labels {sorted(known)}", lf)
+    return Example(id=f"{split}-{i}", fields=fields, label=label)
+
+
+class _RowError(Exception):
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
 def to_examples(rows: Iterable[Row], spec: TaskSpec, split: str, *, file: str | None = None,
                 line_of: Any = None, field_map: Mapping[str, str] | None = None,
                 label_names: list[str] | None = None) -> list[Example]:
-    """Validate rows and build Examples; errors name the file, line and field."""
+    """Validate rows and build Examples; errors name the file, line and field (the line is found only on error)."""
     field_map = field_map or {}
     known = set(spec.labels)
     out = []
     for i, row in enumerate(rows):
-        where = {"file": file, "line": line_of(i) if line_of else None}
-        fields = {}
-        for name in spec.inputs:
-            src = field_map.get(name, name)
-            if src not in row or row[src] is None:
-                raise IclkitError("missing field", field=src, **where)
-            value = row[src]
-            if not isinstance(value, str):
-                raise IclkitError(f"expected text, got {type(value).__name__}", field=src, **where)
-            if not value.strip():
-                raise IclkitError("empty text", field=src, **where)
-            fields[name] = value
-        lf = field_map.get("label", spec.label_field)
-        if lf not in row or row[lf] is None:
-            raise IclkitError("missing field", field=lf, **where)
-        raw = row[lf]
-        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise IclkitError(f"label must be a string or integer, got {type(raw).__name__}", field=lf, **where)
-        if label_names and isinstance(raw, int) and not 0 <= raw < len(label_names):
-            raise IclkitError(f"label index {raw} is out of range for {len(label_names)} class names", field=lf,
-                              **where)
-        label = label_names[raw] if (label_names and isinstance(raw, int)) else str(raw)
-        if not label.strip():
-            raise IclkitError("empty label", field=lf, **where)
-        if known and label not in known:
-            raise IclkitError(f"label {label!r} is not one of the task's labels {sorted(known)}", field=lf, **where)
-        out.append(Example(id=f"{split}-{i}", fields=fields, label=label))
+        try:
+            out.append(_row_example(row, i, spec, split, field_map, known, label_names))
+        except _RowError as e:
+            raise IclkitError(e.message, file=file, line=line_of(i) if line_of else None, field=e.field) from None
     return out
 
 

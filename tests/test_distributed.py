@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 
 from iclkit.distributed import World, gather, shard
 
@@ -40,7 +39,6 @@ def test_shard_then_gather_restores_order():
     assert gather(blocks, World()) == blocks
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, data_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     one, two = tmp_path / "one", tmp_path / "two"
@@ -48,14 +46,16 @@ def test_two_processes_match_one(tmp_path, data_dir):
                    capture_output=True, timeout=900)
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
     assert launcher, "accelerate is a dependency of iclkit"
-    proc = subprocess.run([launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # accelerate's --cpu mode starts one process per machine; its torchrun-based multi-process launcher (--multi_gpu)
+    # starts two here, and iclkit's gloo process group needs no GPU.
+    proc = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                            str(_free_port()), "-m", "iclkit", *RUN, "--out", str(two)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((two / "manifest.json").read_text())["processes"] == 2
     a, b = _records(one), _records(two)
-    assert len(a) == 3 * 4
+    assert len({r["episode_id"] for r in a}) == 3 and len(a) == len(b)
     assert [r["episode_id"] for r in a] == [r["episode_id"] for r in b]
     assert [(r["query_id"], r["prediction"]) for r in a] == [(r["query_id"], r["prediction"]) for r in b]
     for ra, rb in zip(a, b):

@@ -68,7 +68,6 @@ def _predictions(requests, logprobs):
     return {k: v[1] for k, v in best.items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
 def test_shared_prefix_matches_naive_fp32(smol, requests_, reference, batch_size):
     lm = HFCausalLM(smol.model, smol.tokenizer, batch_size=batch_size, share_prefix=True)
@@ -80,7 +79,6 @@ def test_shared_prefix_matches_naive_fp32(smol, requests_, reference, batch_size
     assert _predictions(requests_, [g.logprob for g in got]) == _predictions(requests_, ref_lp)
 
 
-@pytest.mark.slow
 def test_naive_path_and_input_order(smol, requests_, reference):
     naive = HFCausalLM(smol.model, smol.tokenizer, batch_size=7, share_prefix=False).loglikelihood(requests_)
     assert max(abs(g.logprob - r) for g, (r, _) in zip(naive, reference)) < 1e-4
@@ -91,7 +89,6 @@ def test_naive_path_and_input_order(smol, requests_, reference):
         assert abs(res.logprob - reference[i][0]) < 1e-4
 
 
-@pytest.mark.slow
 def test_shared_prefix_bf16(smol, requests_):
     model = copy.deepcopy(smol.model).to(torch.bfloat16)
     lm = HFCausalLM(model, smol.tokenizer, batch_size=7)

@@ -58,7 +58,7 @@ def test_episodes_file_reloads_with_the_same_hash(run_dir):
 
 
 def test_config_file_takes_the_same_options(tmp_path, capsys):
-    (tmp_path / "run.yaml").write_text("task: movie-sentiment\nshots: [0, 2]\nepisodes: 2\nn-query: 4\nseed: 3\n"
+    (tmp_path / "run.yaml").write_text("task: movie-sentiment\nmethods: icl\nshots: [0, 2]\nepisodes: 2\nn-query: 4\nseed: 3\n"
                                        f"out: {tmp_path / 'c'}\nprogress: false\n")
     assert main(["run", "--config", str(tmp_path / "run.yaml")]) == 0
     table = capsys.readouterr().out
