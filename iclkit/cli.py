@@ -13,7 +13,7 @@ from .errors import IclkitError
 
 RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
-    "device": "auto", "batch_size": 16, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
+    "device": "auto", "batch_size": 0, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
     "methods": "icl,protonet,maml,fomaml,mann,knn,linear", "prompt": None, "normalize": "sum", "chat": False,
     "out": None, "text_field": None,
     "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,
@@ -85,7 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                  **({"meta_steps": int(o["meta_steps"])} if o["meta_steps"] else {})},
         text_field=o["text_field"], label_field=o["label_field"],
     )
+    from .distributed import world
+
     result = run(config, o["out"], progress=bool(o["progress"]), score_cache=_score_cache(o["score_cache"]))
+    if not world().main:
+        return 0  # rank 0 alone prints and writes
     print(result.table())
     if o["out"]:
         print(f"\nwrote {o['out']}/ (records.jsonl, episodes.jsonl, manifest.json, summary.json)")
@@ -136,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
     r.add_argument("--quantization", choices=["none", "8bit", "4bit"], help="bitsandbytes quantization")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    r.add_argument("--batch-size", type=int)
+    r.add_argument("--batch-size", type=int, help="rows per forward pass (0: automatic, backs off on CUDA OOM)")
     r.add_argument("--shots", help="comma-separated shot counts, e.g. 0,1,4,8")
     r.add_argument("--episodes", type=int, help="episodes per shot count")
     r.add_argument("--n-way", type=int, help="classes per episode (default: all of the task's)")

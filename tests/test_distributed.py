@@ -14,7 +14,7 @@ from iclkit.distributed import World, gather, shard
 
 # three episodes over two processes: an uneven split (rank 0 runs two, rank 1 one)
 RUN = ["run", "--task", "movie-sentiment", "--shots", "0,1,2", "--episodes", "1", "--n-query", "4",
-       "--dtype", "float32", "--device", "cpu", "--no-progress"]
+       "--methods", "icl,knn", "--dtype", "float32", "--device", "cpu", "--no-progress"]
 
 
 def _free_port() -> int:
@@ -42,8 +42,9 @@ def test_shard_then_gather_restores_order():
 def test_two_processes_match_one(tmp_path, data_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "iclkit", *RUN, "--out", str(one)], env=env, check=True,
-                   capture_output=True, timeout=900)
+    single = subprocess.run([sys.executable, "-m", "iclkit", *RUN, "--out", str(one)], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-3000:]
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
     assert launcher, "accelerate is a dependency of iclkit"
     # accelerate's --cpu mode starts one process per machine; its torchrun-based multi-process launcher (--multi_gpu)

@@ -21,7 +21,7 @@ REQUESTS = [
 
 def naive_logprob(lm, req: LoglikelihoodRequest) -> float:
     """One request, one full forward pass, no padding, no batching."""
-    ctx = lm.encode(req.prefix) + lm.encode(req.context)
+    ctx = lm.request_ids(req.prefix, req.context)  # the backend's defined tokenization of the prompt
     cont = lm.encode(req.continuation)
     ids = torch.tensor([ctx + cont])
     with torch.no_grad():
