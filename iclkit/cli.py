@@ -13,7 +13,7 @@ from .errors import IclkitError
 
 RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
-    "device": "auto", "batch_size": 0, "shots": "0,1,4", "episodes": 20, "n_way": None, "n_query": 16, "seed": 0,
+    "device": "auto", "batch_size": 0, "shots": "0,1,4", "episodes": 12, "n_way": None, "n_query": 16, "seed": 0,
     "methods": "icl,protonet,maml,fomaml,mann,knn,linear", "prompt": None, "normalize": "sum", "chat": False,
     "out": None, "text_field": None,
     "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,

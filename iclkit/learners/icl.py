@@ -22,7 +22,7 @@ class ICL:
     prompt: PromptTemplate
     normalize: Normalize = "sum"
     chat: bool = False
-    max_new_tokens: int = 12
+    max_new_tokens: int = 8
     name: str = "icl"
 
     def describe(self) -> Mapping[str, Any]:

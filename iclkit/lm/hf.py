@@ -205,9 +205,12 @@ class HFCausalLM:
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, _ = self._left_pad([prompts[i] for i in batch])
             max_new = max(requests[i].max_new_tokens for i in batch)
+            # Stop early once every row has produced a stop string; text after it is cut below anyway.
+            stops = sorted({s for i in batch for s in requests[i].stop if s})
+            extra = {"stop_strings": stops, "tokenizer": self.tokenizer} if stops else {}
             with self._autocast():
                 out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new,
-                                          do_sample=False, pad_token_id=self.pad_id, num_beams=1)
+                                          do_sample=False, pad_token_id=self.pad_id, num_beams=1, **extra)
             for row, i in enumerate(batch):
                 new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens]
                 text = self.tokenizer.decode(new, skip_special_tokens=True)
