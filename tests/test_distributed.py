@@ -40,10 +40,11 @@ def test_shard_then_gather_restores_order():
 
 
 def test_two_processes_match_one(tmp_path, data_dir):
+    # cwd=tmp_path: from the repository root, `python -m iclkit` would import the source tree, not the installation
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     one, two = tmp_path / "one", tmp_path / "two"
     single = subprocess.run([sys.executable, "-m", "iclkit", *RUN, "--out", str(one)], env=env,
-                            capture_output=True, text=True, timeout=900)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, single.stderr[-3000:]
     launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
     assert launcher, "accelerate is a dependency of iclkit"
@@ -52,7 +53,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
     proc = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                            str(_free_port()), "-m", "iclkit", *RUN, "--out", str(two)],
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((two / "manifest.json").read_text())["processes"] == 2
     a, b = _records(one), _records(two)
