@@ -29,11 +29,12 @@ class Featurizer(Protocol):
 
 @dataclass(frozen=True)
 class OuterLoop:
-    """Meta-training budget: Adam steps, learning rate, episodes per step."""
+    """Meta-training budget: Adam steps, learning rate, episodes per step; ``cosine`` decays the rate to 0."""
 
     steps: int = 300
     lr: float = 1e-3
     meta_batch: int = 4
+    cosine: bool = False
 
 
 def features_from(ctx: MethodContext) -> Features:
@@ -51,7 +52,8 @@ def loop_from(ctx: MethodContext, prefix: str, default: OuterLoop) -> OuterLoop:
     """Outer-loop settings from options such as ``maml_steps`` / ``meta_steps``, else the method's defaults."""
     o = ctx.options
     pick = lambda f, cast: cast(o.get(f"{prefix}_{f}", o.get(f"meta_{f}", getattr(default, f))))  # noqa: E731
-    return OuterLoop(steps=pick("steps", int), lr=pick("lr", float), meta_batch=pick("meta_batch", int))
+    return OuterLoop(steps=pick("steps", int), lr=pick("lr", float), meta_batch=pick("meta_batch", int),
+                     cosine=default.cosine)
 
 
 def episode_arrays(featurize: Featurizer, episodes: Sequence[Episode]) -> list[Arrays]:
@@ -76,12 +78,15 @@ def meta_fit(name: str, init: Params, loss: Callable[[Params, Sequence[Arrays]],
     arrays = episode_arrays(featurize, episodes)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in init.items()}
     opt = torch.optim.Adam(params.values(), lr=loop.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, loop.steps) if loop.cosine else None
     gen = generator(seed, name, "meta-batches")
     for _ in tqdm(range(loop.steps), desc=f"meta-train {name}", file=sys.stderr, leave=False, disable=not progress):
         batch = [arrays[int(i)] for i in torch.randint(len(arrays), (loop.meta_batch,), generator=gen)]
         opt.zero_grad()
         loss(params, batch).backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     trained = {k: v.detach().clone() for k, v in params.items()}
     if cache:
         save_weights(folder, trained, {"method": name, **full, "episodes_hash": episodes_hash(list(episodes)),

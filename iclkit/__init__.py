@@ -1,19 +1,35 @@
-"""iclkit: in-context learning measured against meta-learning on identical few-shot episodes."""
+"""iclkit: in-context learning measured against meta-learning on identical few-shot episodes.
 
-from .episodes import EpisodeConfig, read_episodes, sample_episodes, write_episodes
-from .errors import IclkitError
-from .learners import Learner, MethodContext, register
-from .lm import GenerationRequest, LoglikelihoodRequest, ModelSpec, load_lm
-from .prompts import PromptTemplate, load_prompt
-from .runner import RunConfig, RunResult, evaluate, run
-from .tasks import TaskData, TaskSpec, load_task
-from .types import Episode, EpisodeResult, Example, Prediction
+The public names below are imported on first use (PEP 562), so ``import iclkit`` — and every worker process that
+only needs the LM path — does not pay for scipy, scikit-learn or the runner until it uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Episode", "EpisodeConfig", "EpisodeResult", "Example", "GenerationRequest", "IclkitError", "Learner",
-    "LoglikelihoodRequest", "MethodContext", "ModelSpec", "Prediction", "PromptTemplate", "RunConfig", "RunResult",
-    "TaskData", "TaskSpec", "evaluate", "load_lm", "load_prompt", "load_task", "read_episodes", "register", "run",
-    "sample_episodes", "write_episodes",
-]
+_WHERE = {
+    "EpisodeConfig": "episodes", "read_episodes": "episodes", "sample_episodes": "episodes",
+    "write_episodes": "episodes", "IclkitError": "errors", "Learner": "learners", "MethodContext": "learners",
+    "register": "learners", "GenerationRequest": "lm", "LoglikelihoodRequest": "lm", "ModelSpec": "lm",
+    "load_lm": "lm", "PromptTemplate": "prompts", "load_prompt": "prompts", "RunConfig": "runner",
+    "RunResult": "runner", "evaluate": "runner", "run": "runner", "TaskData": "tasks", "TaskSpec": "tasks",
+    "load_task": "tasks", "Episode": "types", "EpisodeResult": "types", "Example": "types", "Prediction": "types",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'iclkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
