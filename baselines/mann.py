@@ -15,9 +15,10 @@ step; with the paper's single written key, a CI-sized meta-training (600 steps �
 The support items are shown in order with their labels, one more step carries the last support label, and each query
 is then predicted from that state on its own, so a query's prediction depends neither on the other queries nor on
 their order. The network is a pure function of a flat parameter dict (one fused matmul for the LSTM gates, one for the
-memory heads), which keeps the many tiny per-step ops cheap. Inputs are standardized per dimension with statistics of
-the meta-training items, so LM hidden states (a few dimensions in the hundreds) and unit sentence embeddings reach
-the LSTM on the same scale.
+memory heads), which keeps the many tiny per-step ops cheap. Inputs are PCA-whitened with the meta-training items
+(``input_dim`` directions, default 32) and jittered with Gaussian noise during meta-training, so LM hidden states and
+sentence embeddings reach the LSTM on the same scale and the controller cannot memorize individual training texts
+(see ``Whitened``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from ._common import Arrays, Featurizer, OuterLoop, Params, episode_arrays, feat
 class Shape(NamedTuple):
     dim: int
     n_way: int
-    hidden: int = 128
+    hidden: int = 64
     slots: int = 64
-    width: int = 40
+    width: int = 32
     heads: int = 1
     gamma: float = 0.95  # usage decay
 
@@ -154,20 +155,36 @@ def presentation_accuracy(shape: Shape, params: Params, arrays: Sequence[Arrays]
     return [float(h / s) for h, s in zip(hits, seen) if s > 0]
 
 
-class Standardized:
-    """A featurizer whose vectors are standardized per dimension with fixed statistics."""
+class Whitened:
+    """A featurizer whose vectors are projected on the top principal directions of the meta-training items and
+    scaled to unit variance per direction (PCA whitening; fit once, then fixed).
 
-    def __init__(self, inner: Featurizer, mean: torch.Tensor, std: torch.Tensor):
-        self.inner, self.mean, self.std = inner, mean, std
+    Why: the controller's input layer is learned, and with a few hundred meta-training texts in a 384–576-dim space it
+    memorizes the training texts instead of learning to use its memory (measured on TREC with MiniLM, 200 episodes
+    over 64 texts per class: 0.97 on training episodes, chance on evaluation episodes). A fixed low-dimensional input,
+    more distinct training texts (``--meta-pool``) and Gaussian noise on the training inputs (``input_noise``) close
+    that gap: 0.79 on training episodes, 0.72 on evaluation episodes (TREC 6-way 4-shot; chance 0.17).
+    """
+
+    def __init__(self, inner: Featurizer, mean: torch.Tensor, basis: torch.Tensor):
+        self.inner, self.mean, self.basis = inner, mean, basis  # basis: [dim, k], columns scaled by 1/σ
         self.key = inner.key
 
     @classmethod
-    def fit(cls, inner: Featurizer, episodes: Sequence[Episode]) -> "Standardized":
-        x = torch.cat([xs for xs, _, _, _ in episode_arrays(inner, episodes)])
-        return cls(inner, x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6 * float(x.std().clamp_min(1e-12))))
+    def fit(cls, inner: Featurizer, episodes: Sequence[Episode], k: int) -> "Whitened":
+        x = torch.cat([torch.cat([xs, xq]) for xs, _, xq, _ in episode_arrays(inner, episodes)]).double()
+        x = torch.unique(x, dim=0)  # each distinct item once, however many episodes it appears in
+        mean = x.mean(0)
+        _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        k = min(k, vh.shape[0])
+        sd = (s[:k] / max(1, x.shape[0] - 1) ** 0.5).clamp_min(1e-8)
+        basis = vh[:k].T / sd
+        # A fixed sign per direction (the largest-magnitude entry positive): the same data always gives the same basis.
+        basis = basis * torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
+        return cls(inner, mean.float(), basis.float())
 
     def __call__(self, examples: Sequence[Example]) -> torch.Tensor:
-        return (self.inner(examples) - self.mean) / self.std
+        return (self.inner(examples) - self.mean) @ self.basis
 
 
 @dataclass
@@ -178,6 +195,8 @@ class MANN:
     slots: int = 64
     width: int = 32
     heads: int = 1
+    input_dim: int = 32  # PCA-whitened input dimensions (see Whitened)
+    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (whitened units)
     loop: OuterLoop = OuterLoop(steps=400, lr=1e-2, meta_batch=32)
     seed: int = 0
     cache: bool = True
@@ -185,21 +204,30 @@ class MANN:
     name: str = "mann"
     params: Params | None = field(default=None, repr=False)
     shape: Shape | None = field(default=None, repr=False)
-    _inputs: Standardized | None = field(default=None, repr=False)
+    _inputs: Whitened | None = field(default=None, repr=False)
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "hidden": self.hidden, "slots": self.slots, "width": self.width,
-                "heads": self.heads, "meta_train": vars(self.loop), "features": self.featurize.key}
+                "heads": self.heads, "input_dim": self.input_dim, "input_noise": self.input_noise, "meta_train": vars(self.loop), "features": self.featurize.key}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
         self.n_way = self.n_way or len(episodes[0].labels)
-        self._inputs = inputs = Standardized.fit(self.featurize, episodes)
-        self.shape = shape = Shape(int(inputs.mean.shape[-1]), self.n_way, self.hidden, self.slots, self.width,
+        self._inputs = inputs = Whitened.fit(self.featurize, episodes, self.input_dim)
+        self.shape = shape = Shape(int(inputs.basis.shape[-1]), self.n_way, self.hidden, self.slots, self.width,
                                    self.heads)
-        config = {**shape._asdict(), "memory": "key-value", "standardize": "train-items"}
-        self.params = meta_fit(self.name, init_params(shape, generator(self.seed, self.name, "init")),
-                               lambda p, batch: episode_loss(shape, p, batch), episodes, inputs, self.loop,
-                               self.seed, config, cache=self.cache, progress=self.progress)
+        config = {**shape._asdict(), "memory": "key-value", "inputs": "pca-whitened"}
+        config["input_noise"] = self.input_noise
+        noise = generator(self.seed, self.name, "input-noise")
+
+        def loss(p: Params, batch: Sequence[Arrays]) -> torch.Tensor:
+            if self.input_noise:  # fresh Gaussian noise on every item each time it is shown (whitened units)
+                jitter = lambda x: x + self.input_noise * torch.randn(x.shape, generator=noise)  # noqa: E731
+                batch = [(jitter(xs), ys, jitter(xq), yq) for xs, ys, xq, yq in batch]
+            return episode_loss(shape, p, batch)
+
+        self.params = meta_fit(self.name, init_params(shape, generator(self.seed, self.name, "init")), loss,
+                               episodes, inputs, self.loop, self.seed, config, cache=self.cache,
+                               progress=self.progress)
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "MANNAdapted":
         if self.params is None or self._inputs is None:
@@ -233,5 +261,6 @@ def _make(ctx: MethodContext) -> MANN:
     o = ctx.options
     return MANN(features_from(ctx), hidden=int(o.get("mann_hidden", MANN.hidden)),
                 slots=int(o.get("mann_slots", MANN.slots)), width=int(o.get("mann_width", MANN.width)),
-                heads=int(o.get("mann_heads", MANN.heads)), loop=loop_from(ctx, "mann", MANN.loop),
+                heads=int(o.get("mann_heads", MANN.heads)), input_dim=int(o.get("mann_input_dim", MANN.input_dim)),
+                input_noise=float(o.get("mann_input_noise", MANN.input_noise)), loop=loop_from(ctx, "mann", MANN.loop),
                 seed=ctx.seed, progress=bool(o.get("progress", True)))

@@ -17,7 +17,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "methods": "icl,protonet,maml,fomaml,mann,knn,linear", "prompt": None, "normalize": "sum", "chat": False,
     "out": None, "text_field": None,
     "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,
-    "meta_episodes": 200, "meta_steps": None, "trust_remote_code": False, "progress": True, "score_cache": None,
+    "meta_episodes": 1000, "meta_pool": 256, "meta_steps": None, "trust_remote_code": False, "progress": True, "score_cache": None,
 }
 
 
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         methods=_names(o["methods"]), prompt=o["prompt"],
         options={"normalize": o["normalize"], "chat": bool(o["chat"]), "embed": str(o["embed"]),
                  "embed_layer": int(o["embed_layer"]), "pooling": o["pooling"],
-                 "meta_episodes": int(o["meta_episodes"]),
+                 "meta_episodes": int(o["meta_episodes"]), "meta_pool": int(o["meta_pool"]),
                  **({"meta_train_tasks": _names(o["meta_train_tasks"])} if o["meta_train_tasks"] else {}),
                  **({"meta_steps": int(o["meta_steps"])} if o["meta_steps"] else {})},
         text_field=o["text_field"], label_field=o["label_field"],
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pooling", choices=["mean", "last"], help="pool hidden states over tokens: mean or last token")
     r.add_argument("--meta-train-tasks", help="meta-train on these tasks' train splits (default: the task's own)")
     r.add_argument("--meta-episodes", type=int, help="meta-training episodes per task and method")
+    r.add_argument("--meta-pool", type=int, help="train texts per class that meta-training episodes draw from")
     r.add_argument("--meta-steps", type=int, help="outer-loop steps for maml/fomaml/mann/protonet-proj")
     r.add_argument("--prompt", help="prompt name or .yaml file (default: the task's own)")
     r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")

@@ -22,11 +22,11 @@ from .types import Episode, Example
 class MetaTrainConfig:
     """How many training episodes, and their shape. ``pool_per_class`` caps the train texts that get embedded."""
 
-    n_episodes: int = 200
+    n_episodes: int = 1000
     n_way: int = 2
     shots: tuple[int, ...] = (1, 4, 8)
     n_query: int = 8  # per class
-    pool_per_class: int = 64
+    pool_per_class: int = 256
     seed: int = 0
 
 
@@ -134,7 +134,8 @@ def training_episodes(task: Any, evaluation: Sequence[Episode], options: Mapping
     sources = [(t.name, t.train) for t in (load_task(n) for n in names)] if names else [(task.name, task.train)]
     shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
     n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
-    config = MetaTrainConfig(n_episodes=int(options.get("meta_episodes", 200)), n_way=n_way, shots=shots,
-                             n_query=int(options.get("meta_query", 8)),
-                             pool_per_class=int(options.get("meta_pool", 64)), seed=seed)
+    defaults = MetaTrainConfig()
+    config = MetaTrainConfig(n_episodes=int(options.get("meta_episodes", defaults.n_episodes)), n_way=n_way,
+                             shots=shots, n_query=int(options.get("meta_query", defaults.n_query)),
+                             pool_per_class=int(options.get("meta_pool", defaults.pool_per_class)), seed=seed)
     return meta_episodes(sources, config, exclude=[q for ep in evaluation for q in ep.query])

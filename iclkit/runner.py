@@ -95,25 +95,35 @@ class _LazyLM:
 
 def run_method(learner: learners.Learner, episodes: Sequence[Episode], *, progress: bool = True,
                desc: str = "", checkpoint: Checkpoint | None = None) -> list[EpisodeResult]:
-    """Adapt to each episode's support and predict its queries (episodes finished in ``checkpoint`` are reused)."""
-    out = []
-    for ep in tqdm(episodes, desc=desc, disable=not progress, file=sys.stderr, leave=False):
-        done = checkpoint.get(learner.name, ep) if checkpoint is not None else None
-        if done is not None:
-            out.append(done)
-            continue
+    """Adapt to each episode's support and predict its queries (episodes finished in ``checkpoint`` are reused).
+
+    A learner with ``predict_episodes`` (ICL) gets ``episodes_per_call()`` episodes at a time, so the LM can batch
+    queries across episodes; results are the same as one episode at a time."""
+    done = {ep.id: checkpoint.get(learner.name, ep) for ep in episodes} if checkpoint is not None else {}
+    todo = [ep for ep in episodes if done.get(ep.id) is None]
+    per_call = learner.episodes_per_call() if hasattr(learner, "predict_episodes") else 1
+    bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=desc, disable=not progress,
+               file=sys.stderr, leave=False)
+    for start in range(0, len(todo), per_call):
+        chunk = todo[start:start + per_call]
         try:
-            adapted = learner.adapt(ep.support, ep.labels)
-            preds = adapted.predict(ep.query)
+            if per_call > 1:
+                predicted = learner.predict_episodes([(ep.support, ep.labels, ep.query) for ep in chunk])
+            else:
+                predicted = [learner.adapt(ep.support, ep.labels).predict(ep.query) for ep in chunk]
         except IclkitError as e:
-            raise IclkitError(f"episode {ep.id}: {e.message}", file=e.file, line=e.line, field=e.field,
+            where = chunk[0].id if len(chunk) == 1 else f"{chunk[0].id} .. {chunk[-1].id}"
+            raise IclkitError(f"episode {where}: {e.message}", file=e.file, line=e.line, field=e.field,
                               hint=e.hint) from None
-        result = EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
-                               shots=ep.shots, labels=ep.labels, predictions=tuple(preds))
-        if checkpoint is not None:
-            checkpoint.append(result)
-        out.append(result)
-    return out
+        for ep, preds in zip(chunk, predicted):
+            result = EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
+                                   shots=ep.shots, labels=ep.labels, predictions=tuple(preds))
+            if checkpoint is not None:
+                checkpoint.append(result)
+            done[ep.id] = result
+        bar.update(len(chunk))
+    bar.close()
+    return [done[ep.id] for ep in episodes]
 
 
 def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = True,

@@ -121,3 +121,33 @@ def test_batches_are_length_bucketed_and_bounded():
     assert out == [[1, 5], [3, 2], [4, 0]]
     # the padded width is the longest row's: a long row does not take short ones along past the token budget
     assert batches([5, 5, 5, 5, 50], max_rows=8, max_tokens=99) == [[4], [0, 1, 2, 3]]
+
+
+@pytest.fixture(scope="module")
+def several_episodes(data_dir):
+    """Three episodes' requests in one call: different demonstrations (prefix lengths 1, 2 and 4 shots), queries of
+    mixed lengths, one-token labels for two episodes and multi-token labels for the third."""
+    rng = random.Random(9)
+    prompt = load_prompt("sentiment")
+    demos = _examples(data_dir / "sst2" / "train.jsonl", 7, rng, max_chars=80)
+    queries = _examples(data_dir / "sst2" / "test.jsonl", 9, rng, max_chars=200)
+    out = []
+    for e, (k, conts) in enumerate([(1, SINGLE), (2, MULTI), (4, SINGLE)]):
+        shots = demos[sum((1, 2, 4)[:e]):][:k]
+        for q in queries[3 * e:3 * e + 3]:
+            r = prompt.render(shots, q)
+            out += [LoglikelihoodRequest(r.prefix, r.context, c) for c in conts]
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [4, 12, 64])
+def test_prefixes_of_several_episodes_packed_in_one_batch_match_naive(smol, several_episodes, batch_size):
+    lm = HFCausalLM(smol.model, smol.tokenizer, batch_size=batch_size)
+    items = [(*lm.split(r.prefix, r.context), lm.encode(r.continuation)) for r in several_episodes]
+    packs = lm._packs(plan(items))
+    if batch_size >= 12:
+        assert any(len(p) > 1 for p in packs)  # this call does pack prefixes of different lengths together
+    got = lm.loglikelihood(several_episodes)
+    ref = [naive_logprob(smol, r) for r in several_episodes]
+    assert max(abs(g.logprob - r) for g, (r, _) in zip(got, ref)) < 1e-4
+    assert [g.greedy for g in got] == [greedy for _, greedy in ref]

@@ -44,6 +44,13 @@ def test_same_seed_identical_records_other_seed_other_episodes(run_dir, tmp_path
     iclkit.evaluate(["movie-sentiment", "past-tense"], seed=3, out=again, **SMALL)
     for name in ("records.jsonl", "episodes.jsonl", "summary.json"):
         assert (again / name).read_bytes() == (run_dir / name).read_bytes()
+    # Several episodes per LM call (what a GPU run does): the queries of different episodes share batches, each
+    # continuing its own demonstrations; same predictions, scores within float noise.
+    packed = tmp_path / "c"
+    iclkit.evaluate(["movie-sentiment", "past-tense"], seed=3, out=packed, episode_batch=3, **SMALL)
+    one, many = ([json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()] for d in (run_dir, packed))
+    assert [(r["query_id"], r["prediction"]) for r in one] == [(r["query_id"], r["prediction"]) for r in many]
+    assert max(abs(a["scores"][k] - b["scores"][k]) for a, b in zip(one, many) for k in a.get("scores", {})) < 1e-4
     other = iclkit.evaluate("movie-sentiment", seed=4, **SMALL)
     first = json.loads((run_dir / "manifest.json").read_text())["episodes_hash"]["movie-sentiment"]
     assert other.manifest["episodes_hash"]["movie-sentiment"] != first

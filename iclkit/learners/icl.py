@@ -23,6 +23,7 @@ class ICL:
     normalize: Normalize = "sum"
     chat: bool = False
     max_new_tokens: int = 8
+    episode_batch: int = 0  # episodes per LM call in a run; 0: automatic (see episodes_per_call)
     name: str = "icl"
 
     def describe(self) -> Mapping[str, Any]:
@@ -31,6 +32,26 @@ class ICL:
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "ICLAdapted":
         return ICLAdapted(self, tuple(support), tuple(labels))
+
+    def predict_episodes(self, episodes: Sequence[tuple[Sequence[Example], Sequence[str], Sequence[Example]]]
+                         ) -> list[list[Prediction]]:
+        """``adapt(support, labels).predict(queries)`` for several episodes, with all their scoring requests in one
+        LM call, so the LM can batch queries of different episodes together (each continuing its own cached
+        demonstrations). Same predictions as one episode at a time."""
+        adapted = [(self.adapt(s, labels), queries) for s, labels, queries in episodes]
+        batched = [(a, q, a.requests(q)) for a, q in adapted if a.labels]
+        results = iter(self.lm.loglikelihood([r for _, _, reqs in batched for r in reqs]) if batched else [])
+        out = []
+        for a, q in adapted:
+            out.append(a.finish(q, [next(results) for _ in range(len(q) * len(a.labels))]) if a.labels
+                       else a.predict(q))
+        return out
+
+    def episodes_per_call(self) -> int:
+        """How many episodes the runner hands to ``predict_episodes`` at once: on a GPU enough to fill its batches;
+        on a CPU one (an episode's queries already fill a CPU batch)."""
+        device = getattr(getattr(self.lm, "device", None), "type", "cpu")
+        return self.episode_batch or (16 if device == "cuda" else 1)
 
 
 @dataclass(frozen=True)
@@ -48,12 +69,17 @@ class ICLAdapted:
         return p.render(self.demos, query, self.labels)
 
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
-        rendered = [self._render(q) for q in queries]
         if not self.labels:
-            return self._generate(queries, rendered)
-        requests = [LoglikelihoodRequest(r.prefix, r.context, r.continuations[lab])
-                    for r in rendered for lab in self.labels]
-        results = self.learner.lm.loglikelihood(requests)
+            return self._generate(queries, [self._render(q) for q in queries])
+        return self.finish(queries, self.learner.lm.loglikelihood(self.requests(queries)))
+
+    def requests(self, queries: Sequence[Example]) -> list[LoglikelihoodRequest]:
+        """One request per (query, label), query-major."""
+        rendered = [self._render(q) for q in queries]
+        return [LoglikelihoodRequest(r.prefix, r.context, r.continuations[lab]) for r in rendered for lab in self.labels]
+
+    def finish(self, queries: Sequence[Example], results: Sequence[Any]) -> list[Prediction]:
+        """Predictions from the results of ``requests(queries)``."""
         out = []
         n = len(self.labels)
         for qi, query in enumerate(queries):
@@ -81,7 +107,7 @@ class ICLAdapted:
 def _factory(ctx: "MethodContext") -> ICL:
     assert ctx.get_lm is not None and ctx.get_prompt is not None
     return ICL(lm=ctx.get_lm(), prompt=ctx.get_prompt(), normalize=ctx.options.get("normalize", "sum"),
-               chat=bool(ctx.options.get("chat", False)))
+               chat=bool(ctx.options.get("chat", False)), episode_batch=int(ctx.options.get("episode_batch", 0)))
 
 
 from . import register  # noqa: E402 - registration needs the class above

@@ -125,10 +125,10 @@ class HFCausalLM:
             items.append((prefix, ctx, cont))
         results: list[Loglikelihood | None] = [None] * len(items)
         if self.share_prefix:
-            for group in plan(items):
-                if not self._score_group(group, results):
-                    self._score_naive([items[t.request] for r in group.rows for t in r.targets],
-                                      [t.request for r in group.rows for t in r.targets], results)
+            for pack in self._packs(plan(items)):
+                if not (self._score_group(pack[0], results) if len(pack) == 1 else self._score_pack(pack, results)):
+                    self._score_naive([items[t.request] for g in pack for r in g.rows for t in r.targets],
+                                      [t.request for g in pack for r in g.rows for t in r.targets], results)
         else:
             self._score_naive(items, range(len(items)), results)
         return results  # type: ignore[return-value]
@@ -150,6 +150,51 @@ class HFCausalLM:
                 queue = [[rest[j] for j in b] for b in self._batches([lengths[i] for i in rest])]
 
     # -- prefix-shared path ------------------------------------------------------------------------------------------
+
+    def _packs(self, groups: Sequence[PrefixGroup]) -> list[list[PrefixGroup]]:
+        """Groups to score together: prefixes with fewer rows than a batch (e.g. the episodes of one runner call on
+        a GPU) are packed, similar prefix lengths together, until their rows fill a batch; others go alone."""
+        small = sorted((g for g in groups if g.shared and len(g.rows) < self.batch_size),
+                       key=lambda g: -len(g.shared))
+        packs = [[g] for g in groups if not (g.shared and len(g.rows) < self.batch_size)]
+        current: list[PrefixGroup] = []
+        for g in small:
+            if current and sum(len(x.rows) for x in current) + len(g.rows) > self.batch_size:
+                packs.append(current)
+                current = []
+            current.append(g)
+        if current:
+            packs.append(current)
+        return packs
+
+    def _score_pack(self, pack: Sequence[PrefixGroup], results: list[Loglikelihood | None]) -> bool:
+        """Several groups at once: their prefixes in one left-padded forward, then every row continues from its
+        own prefix's cache row (gathered per row) with its own positions; False if the cache cannot be shared."""
+        ids, pmask, ppos = self._left_pad([g.shared for g in pack])
+        with self._autocast():
+            out = self.model(input_ids=ids, attention_mask=pmask, position_ids=ppos, use_cache=True,
+                             **({"logits_to_keep": 1} if self._keeps_logits else {}))
+        cache = getattr(out, self._cache_arg, None)
+        if not _shareable(cache):
+            return False
+        lengths = pmask.sum(-1)
+        units = [(gi, row) for gi, g in enumerate(pack) for row in g.rows]
+        width = ids.shape[1]
+
+        def run(batch: list[tuple[int, Row]]) -> None:
+            rows = [row for _, row in batch]
+            index = torch.tensor([gi for gi, _ in batch], device=self.device)
+            rids, rmask, _ = self._left_pad([r.tokens for r in rows])
+            positions = lengths[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(r.keep for r in rows)
+            logits = self._forward(keep, input_ids=rids, attention_mask=torch.cat([pmask[index], rmask], 1),
+                                   position_ids=positions, use_cache=True, **{self._cache_arg: _gathered(cache, index)})
+            picks = [(b, keep - len(row.tokens) + t.start, t.tokens) for b, row in enumerate(rows) for t in row.targets]
+            for t, res in zip([t for row in rows for t in row.targets], _read(logits, picks)):
+                results[t.request] = res
+
+        self._retrying(run, units, [width + len(row.tokens) for _, row in units])
+        return True
 
     def _score_group(self, group: PrefixGroup, results: list[Loglikelihood | None]) -> bool:
         """Score a group's rows after its cached prefix; False if this model's cache cannot be shared."""
@@ -248,6 +293,18 @@ def _shareable(cache: Any) -> bool:
         return False
     layers = getattr(cache, "layers", None)
     return isinstance(cache, DynamicCache) and bool(layers) and all(type(x) is DynamicLayer for x in layers)
+
+
+def _gathered(cache: Any, index: torch.Tensor) -> Any:
+    """A copy of a cache whose row b is row ``index[b]`` of ``cache`` (copied: rows come from different prefixes)."""
+    out = copy.copy(cache)
+    out.layers = []
+    for layer in cache.layers:
+        new = copy.copy(layer)
+        new.keys = layer.keys.index_select(0, index)
+        new.values = layer.values.index_select(0, index)
+        out.layers.append(new)
+    return out
 
 
 def _expanded(cache: Any, batch: int) -> Any:
