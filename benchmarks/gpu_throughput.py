@@ -8,6 +8,9 @@ episodes × 64 queries × 2 one-token labels. Reported per model:
 - iclkit effective tok/s: naive-prompt tokens / iclkit's time for the same requests (what it replaces);
 - iclkit unique tok/s: tokens iclkit actually has to run (each episode's prefix once + each query once) / its time.
 
+iclkit is timed with ``--episodes-per-call`` episodes per LM call (the runner's GPU default, 16: queries of several
+episodes share batches) and, for comparison, with one episode per call.
+
 Needs only torch, transformers and a tokenizer folder (``--tokenizer``; default: the embedded SmolLM2's, converted
 by iclkit). Runs on CPU too (``--smoke`` for a tiny check).
 """
@@ -105,11 +108,18 @@ def bench(shape: str, a: argparse.Namespace, tok) -> dict:
     n_unique = sum(len(lm.split(p, "")[0]) + sum(len(lm.split(p, q)[1]) + 1 for q in qs) for p, qs in eps)
     # warm-up: kernels, allocator, and the automatic batch size's back-off if it needs one
     lm.loglikelihood(requests[0])
+    lm.loglikelihood([r for rs in requests[:a.episodes_per_call] for r in rs])
     raw_forward(model, naive[:a.raw_batch], a.raw_batch, a.device, lm.pad_id)
     sync(a.device)
     t = time.perf_counter()
-    for rs in requests:  # one call per episode, as the ICL learner does
+    for rs in requests:  # one LM call per episode
         lm.loglikelihood(rs)
+    sync(a.device)
+    t_one = time.perf_counter() - t
+    per_call = a.episodes_per_call
+    t = time.perf_counter()
+    for s in range(0, len(requests), per_call):  # several episodes per call, as the runner does on a GPU
+        lm.loglikelihood([r for rs in requests[s:s + per_call] for r in rs])
     sync(a.device)
     t_icl = time.perf_counter() - t
     t_raw = raw_forward(model, naive, a.raw_batch, a.device, lm.pad_id)
@@ -118,7 +128,9 @@ def bench(shape: str, a: argparse.Namespace, tok) -> dict:
            "unique_tokens": n_unique, "iclkit_s": round(t_icl, 3), "raw_s": round(t_raw, 3),
            "raw_tok_s": round(n_naive / t_raw), "iclkit_effective_tok_s": round(n_naive / t_icl),
            "iclkit_unique_tok_s": round(n_unique / t_icl), "effective_vs_raw": round(t_raw / t_icl, 2),
-           "unique_vs_raw": round((n_unique / t_icl) / (n_naive / t_raw), 3), "iclkit_batch_size": lm.batch_size}
+           "unique_vs_raw": round((n_unique / t_icl) / (n_naive / t_raw), 3), "iclkit_batch_size": lm.batch_size,
+           "episodes_per_call": per_call, "one_episode_per_call_s": round(t_one, 3),
+           "effective_vs_raw_one_per_call": round(t_raw / t_one, 2)}
     del model, lm
     if a.device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -137,6 +149,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=0, help="iclkit rows per batch (0: automatic)")
     ap.add_argument("--raw-batch", type=int, default=64, help="sequences per raw forward pass")
+    ap.add_argument("--episodes-per-call", type=int, default=16,
+                    help="episodes per iclkit LM call (the runner's GPU default); also timed at 1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows here")
     a = ap.parse_args()
@@ -153,7 +167,8 @@ def main() -> None:
           f"queries={a.queries} shots={a.shots}", flush=True)
     rows = [bench(m, a, tok) for m in a.models.split(",")]
     cols = ["model", "params_M", "naive_tokens", "unique_tokens", "raw_tok_s", "iclkit_effective_tok_s",
-            "iclkit_unique_tok_s", "effective_vs_raw", "unique_vs_raw", "iclkit_batch_size"]
+            "iclkit_unique_tok_s", "effective_vs_raw", "unique_vs_raw", "iclkit_batch_size", "episodes_per_call",
+            "effective_vs_raw_one_per_call"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")

@@ -4,7 +4,8 @@
 
 Each RUN is an ``iclkit run`` folder. Baseline methods are tagged with the run's embedding (``protonet[lm]``,
 ``protonet[minilm]``); ICL appears once. All runs share the seed, so they hold the same episodes: results are
-rebuilt from records.jsonl and paired by episode hash (``iclkit.compare`` refuses mismatched episodes).
+rebuilt from records.jsonl and paired by episode hash (``iclkit.compare`` refuses mismatched episodes). When two
+runs hold the same method on the same episode, the later run on the command line wins.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ def load(run: Path) -> tuple[list[EpisodeResult], dict]:
 
 
 def main(out: str, *runs: str) -> None:
-    results, manifests = [], {}
-    for run in runs:
+    by_key: dict[tuple[str, str], EpisodeResult] = {}
+    manifests = {}
+    for run in runs:  # a later run's results replace an earlier run's for the same tagged method and episode
         res, manifest = load(Path(run))
-        results += res
+        by_key.update({(r.method, r.episode_id): r for r in res})
         manifests[run] = manifest
+    results = list(by_key.values())
     summary = summarize(results)
     rows = compare(results)
     dest = Path(out)
@@ -67,8 +70,8 @@ def main(out: str, *runs: str) -> None:
               f"episode, seed {ep['seed']}. ICL: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32), "
               f"rank classification. `[lm]`: baselines on the same model's last-layer hidden states, mean-pooled; "
               f"`[minilm]`: on all-MiniLM-L6-v2 sentence embeddings. Meta-learners (protonet-proj, maml, fomaml, "
-              f"mann) were meta-trained on 200 episodes from each task's train split (300 Adam steps). "
-              f"ICL and `[lm]` ran on an NVIDIA H200 in fp32, `[minilm]` on CPU. "
+              f"mann) were meta-trained on 1,000 episodes drawn from up to 256 train texts per class of each task "
+              f"(Adam: 300 steps, MANN 400 steps × 32 episodes). Everything ran on CPU in fp32. "
               f"Accuracy: mean over episodes, 95% bootstrap CI. Runs: {', '.join(provenance)}.\n\n## Accuracy\n\n")
     (dest / "summary.md").write_text(header + table)
 
