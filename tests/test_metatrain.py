@@ -1,0 +1,78 @@
+"""Meta-training data and weights: episodes from the train split (never an evaluation query) or from other tasks,
+the class-to-index map shuffled per episode, and trained weights saved once and reused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclkit.baselines._common import OuterLoop
+from iclkit.baselines.maml import MAML
+from iclkit.baselines.mann import MANN
+from iclkit.baselines.synthetic import Lookup, gaussian_episodes
+from iclkit.episodes import EpisodeConfig, sample_episodes
+from iclkit.metatrain import MetaTrainConfig, meta_episodes, training_episodes
+from iclkit.tasks import load_task
+
+
+def _key(e):
+    return tuple(sorted(e.fields.items()))
+
+
+@pytest.fixture(scope="module")
+def trec(data_dir):
+    return load_task("trec")
+
+
+def test_train_split_episodes_never_hold_an_evaluation_query(trec):
+    evaluation = sample_episodes(trec, EpisodeConfig(shots=(1, 4), n_episodes=5, n_query=12, seed=0))
+    # A small train pool (15 texts per class, all of which the pools take) plus every evaluation query: the queries
+    # would certainly be drawn if they were not excluded by content.
+    few = tuple(e for lab in trec.labels for e in [x for x in trec.train if x.label == lab][:15])
+    leaky = type(trec)(trec.spec, few + tuple(q for ep in evaluation for q in ep.query), trec.test, trec.source)
+    train = training_episodes(leaky, evaluation, {"meta_episodes": 60, "meta_pool": 32}, seed=0)
+    banned = {_key(q) for ep in evaluation for q in ep.query}
+    assert len(train) == 60
+    assert not any(_key(e) in banned for ep in train for e in (*ep.support, *ep.query))
+    assert {ep.shots for ep in train} == {1, 4}  # the evaluation's shot counts
+    assert all(sorted(ep.labels) == sorted(trec.labels) for ep in train)
+    assert len({ep.labels for ep in train}) > 10  # class order (= class index) shuffled per episode
+    again = training_episodes(leaky, evaluation, {"meta_episodes": 60, "meta_pool": 32}, seed=0)
+    assert [ep.hash for ep in again] == [ep.hash for ep in train]
+
+
+def test_cross_task_episodes_come_from_every_source(data_dir):
+    sources = [(name, load_task(name).train) for name in ("agnews", "trec")]
+    eps = meta_episodes(sources, MetaTrainConfig(n_episodes=20, n_way=2, shots=(2,), n_query=3, pool_per_class=16))
+    assert {ep.task for ep in eps} == {"agnews:metatrain", "trec:metatrain"}
+    assert all(len(ep.labels) == 2 and len(ep.support) == 4 and len(ep.query) == 6 for ep in eps)
+
+
+@pytest.mark.parametrize("make", [
+    lambda f: MAML(f, hidden=8, loop=OuterLoop(5, 1e-3, 2), progress=False),
+    lambda f: MANN(f, hidden=8, slots=16, width=4, input_dim=4, loop=OuterLoop(3, 1e-3, 2), progress=False),
+], ids=["maml", "mann"])
+def test_weights_are_saved_once_and_reused(tmp_path, monkeypatch, make):
+    monkeypatch.setenv("ICLKIT_CACHE", str(tmp_path))
+    lookup = Lookup()
+    train = gaussian_episodes(lookup, "train", 10, n_way=3, shots=2, n_query=2, dim=6)
+    first = make(lookup)
+    first.meta_train(train)
+    saved = list((tmp_path / "metatrained").iterdir())
+    assert len(saved) == 1 and {p.name for p in saved[0].iterdir()} == {"weights.safetensors", "config.json"}
+
+    import iclkit.baselines._common as common
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trained again although the weights were saved")
+
+    monkeypatch.setattr(common.torch.optim, "Adam", fail)
+    second = make(lookup)
+    second.meta_train(train)  # loads, does not train
+    assert first.params is not None and second.params is not None
+    assert all(torch.equal(first.params[k], second.params[k]) for k in first.params)
+    monkeypatch.undo()
+    monkeypatch.setenv("ICLKIT_CACHE", str(tmp_path))
+    other = gaussian_episodes(lookup, "other", 10, n_way=3, shots=2, n_query=2, dim=6, seed=5)
+    make(lookup).meta_train(other)  # other training episodes: other weights
+    assert len(list((tmp_path / "metatrained").iterdir())) == 2
