@@ -1,5 +1,5 @@
 """Meta-learning baselines, one per file, all behind the Learner protocol of ``iclkit.learners``.
 
 Every baseline scores frozen text embeddings (``iclkit.embeddings``) and is registered by name on import:
-protonet, protonet-proj, maml, fomaml, mann, knn, linear.
+protonet, protonet-proj, maml, fomaml, mann, transformer, knn, linear.
 """

@@ -34,7 +34,8 @@ from iclkit.learners.base import MethodContext, classification_prediction
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from ._common import Arrays, Featurizer, OuterLoop, Params, episode_arrays, features_from, loop_from, meta_fit
+from ._common import (Arrays, Featurizer, OuterLoop, Params, Whitened, episode_arrays, features_from, loop_from,
+                      meta_fit)
 
 
 class Shape(NamedTuple):
@@ -153,38 +154,6 @@ def presentation_accuracy(shape: Shape, params: Params, arrays: Sequence[Arrays]
                     hits[n] += pred == y
                     seen[n] += 1
     return [float(h / s) for h, s in zip(hits, seen) if s > 0]
-
-
-class Whitened:
-    """A featurizer whose vectors are projected on the top principal directions of the meta-training items and
-    scaled to unit variance per direction (PCA whitening; fit once, then fixed).
-
-    Why: the controller's input layer is learned, and with a few hundred meta-training texts in a 384–576-dim space it
-    memorizes the training texts instead of learning to use its memory (measured on TREC with MiniLM, 200 episodes
-    over 64 texts per class: 0.97 on training episodes, chance on evaluation episodes). A fixed low-dimensional input,
-    more distinct training texts (``--meta-pool``) and Gaussian noise on the training inputs (``input_noise``) close
-    that gap: 0.79 on training episodes, 0.72 on evaluation episodes (TREC 6-way 4-shot; chance 0.17).
-    """
-
-    def __init__(self, inner: Featurizer, mean: torch.Tensor, basis: torch.Tensor):
-        self.inner, self.mean, self.basis = inner, mean, basis  # basis: [dim, k], columns scaled by 1/σ
-        self.key = inner.key
-
-    @classmethod
-    def fit(cls, inner: Featurizer, episodes: Sequence[Episode], k: int) -> "Whitened":
-        x = torch.cat([torch.cat([xs, xq]) for xs, _, xq, _ in episode_arrays(inner, episodes)]).double()
-        x = torch.unique(x, dim=0)  # each distinct item once, however many episodes it appears in
-        mean = x.mean(0)
-        _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
-        k = min(k, vh.shape[0])
-        sd = (s[:k] / max(1, x.shape[0] - 1) ** 0.5).clamp_min(1e-8)
-        basis = vh[:k].T / sd
-        # A fixed sign per direction (the largest-magnitude entry positive): the same data always gives the same basis.
-        basis = basis * torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
-        return cls(inner, mean.float(), basis.float())
-
-    def __call__(self, examples: Sequence[Example]) -> torch.Tensor:
-        return (self.inner(examples) - self.mean) @ self.basis
 
 
 @dataclass

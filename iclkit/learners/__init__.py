@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "mann": "iclkit.baselines.mann",
     "knn": "iclkit.baselines.knn",
     "linear": "iclkit.baselines.linear",
+    "transformer": "iclkit.baselines.transformer",
 }
 
 

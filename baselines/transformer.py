@@ -1,0 +1,162 @@
+"""A small transformer meta-trained from scratch to learn in context over embedding sequences (Garg et al. 2022,
+Kirsch et al. 2022): the bridge between MANN and LLM in-context learning.
+
+Each support item is one token, its (whitened) embedding concatenated with its one-hot label; each query is one token
+with its embedding and no label. Support tokens attend to each other; a query token attends to the support tokens and
+to itself only, so a query's prediction depends neither on the other queries nor on their order. There are no
+position embeddings: the support is a set. Pre-LayerNorm blocks, written as a pure function of a flat parameter dict
+(meta-trained with the shared outer loop, weights cached like every meta-learner's). The class-to-index map is
+shuffled per meta-training episode, so the only way to name a query's class is to read the support labels in context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import torch
+from torch.nn import functional as F
+
+from iclkit.learners import register
+from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.metatrain import generator, label_index
+from iclkit.types import Episode, Example, Prediction
+
+from ._common import Arrays, Featurizer, OuterLoop, Params, Whitened, features_from, loop_from, meta_fit
+
+
+class Shape(NamedTuple):
+    dim: int
+    n_way: int
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+
+
+def init_params(shape: Shape, g: torch.Generator) -> Params:
+    """U(±1/sqrt(fan_in)) weights drawn from ``g``, unit LayerNorms, zero biases; the output layer starts at zero."""
+    d = shape.width
+    u = lambda fan, *s: (torch.rand(*s, generator=g) * 2 - 1) / fan ** 0.5  # noqa: E731
+    p = {"embed.weight": u(shape.dim + shape.n_way + 1, shape.dim + shape.n_way + 1, d), "embed.bias": torch.zeros(d)}
+    for i in range(shape.layers):
+        p |= {f"{i}.ln1.weight": torch.ones(d), f"{i}.ln1.bias": torch.zeros(d),
+              f"{i}.qkv.weight": u(d, d, 3 * d), f"{i}.qkv.bias": torch.zeros(3 * d),
+              f"{i}.proj.weight": u(d, d, d), f"{i}.proj.bias": torch.zeros(d),
+              f"{i}.ln2.weight": torch.ones(d), f"{i}.ln2.bias": torch.zeros(d),
+              f"{i}.fc1.weight": u(d, d, 4 * d), f"{i}.fc1.bias": torch.zeros(4 * d),
+              f"{i}.fc2.weight": u(4 * d, 4 * d, d), f"{i}.fc2.bias": torch.zeros(d)}
+    return p | {"final.weight": torch.ones(d), "final.bias": torch.zeros(d),
+                "out.weight": torch.zeros(d, shape.n_way), "out.bias": torch.zeros(shape.n_way)}
+
+
+def forward(shape: Shape, p: Params, xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    """Query logits [B, Q, n_way] for support [B, T, dim] with labels [B, T] and queries [B, Q, dim]."""
+    b, t, _ = xs.shape
+    q = xq.shape[1]
+    d, h = shape.width, shape.heads
+    support = torch.cat([xs, F.one_hot(ys, shape.n_way).to(xs.dtype), xs.new_ones(b, t, 1)], -1)
+    query = torch.cat([xq, xq.new_zeros(b, q, shape.n_way + 1)], -1)
+    x = torch.cat([support, query], 1) @ p["embed.weight"] + p["embed.bias"]
+    allowed = torch.zeros(t + q, t + q, dtype=torch.bool)
+    allowed[:, :t] = True  # everyone reads the support
+    allowed[t:, t:] = torch.eye(q, dtype=torch.bool)  # a query also reads itself, never another query
+    for i in range(shape.layers):
+        a = F.layer_norm(x, (d,), p[f"{i}.ln1.weight"], p[f"{i}.ln1.bias"])
+        qkv = (a @ p[f"{i}.qkv.weight"] + p[f"{i}.qkv.bias"]).view(b, t + q, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=allowed)
+        x = x + attn.transpose(1, 2).reshape(b, t + q, d) @ p[f"{i}.proj.weight"] + p[f"{i}.proj.bias"]
+        a = F.layer_norm(x, (d,), p[f"{i}.ln2.weight"], p[f"{i}.ln2.bias"])
+        x = x + F.gelu(a @ p[f"{i}.fc1.weight"] + p[f"{i}.fc1.bias"]) @ p[f"{i}.fc2.weight"] + p[f"{i}.fc2.bias"]
+    out = F.layer_norm(x[:, t:], (d,), p["final.weight"], p["final.bias"])
+    return out @ p["out.weight"] + p["out.bias"]
+
+
+def episode_loss(shape: Shape, params: Params, batch: Sequence[Arrays]) -> torch.Tensor:
+    """Query cross-entropy, episodes of equal shape run as one batch."""
+    groups: dict[tuple[int, int], list[Arrays]] = {}
+    for a in batch:
+        groups.setdefault((a[0].shape[0], a[2].shape[0]), []).append(a)
+    total, count = torch.zeros(()), 0
+    for group in groups.values():
+        xs, ys, xq, yq = (torch.stack(parts) for parts in zip(*group))
+        logits = forward(shape, params, xs, ys, xq)
+        total = total + F.cross_entropy(logits.flatten(0, 1), yq.flatten(), reduction="sum")
+        count += yq.numel()
+    return total / count
+
+
+@dataclass
+class InContextTransformer:
+    featurize: Featurizer
+    n_way: int = 0  # 0: taken from the meta-training episodes
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+    input_dim: int = 32  # PCA-whitened input dimensions (see Whitened)
+    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (whitened units)
+    loop: OuterLoop = OuterLoop(steps=400, lr=1e-3, meta_batch=32, cosine=True)
+    seed: int = 0
+    cache: bool = True
+    progress: bool = True
+    name: str = "transformer"
+    params: Params | None = field(default=None, repr=False)
+    shape: Shape | None = field(default=None, repr=False)
+    _inputs: Whitened | None = field(default=None, repr=False)
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"method": self.name, "width": self.width, "layers": self.layers, "heads": self.heads,
+                "input_dim": self.input_dim, "input_noise": self.input_noise, "meta_train": vars(self.loop),
+                "features": self.featurize.key}
+
+    def meta_train(self, episodes: Sequence[Episode]) -> None:
+        self.n_way = self.n_way or len(episodes[0].labels)
+        self._inputs = inputs = Whitened.fit(self.featurize, episodes, self.input_dim)
+        self.shape = shape = Shape(int(inputs.basis.shape[-1]), self.n_way, self.width, self.layers, self.heads)
+        config = {**shape._asdict(), "inputs": "pca-whitened", "input_noise": self.input_noise}
+        noise = generator(self.seed, self.name, "input-noise")
+
+        def loss(p: Params, batch: Sequence[Arrays]) -> torch.Tensor:
+            if self.input_noise:  # fresh Gaussian noise on every item each time it is shown
+                jitter = lambda x: x + self.input_noise * torch.randn(x.shape, generator=noise)  # noqa: E731
+                batch = [(jitter(xs), ys, jitter(xq), yq) for xs, ys, xq, yq in batch]
+            return episode_loss(shape, p, batch)
+
+        self.params = meta_fit(self.name, init_params(shape, generator(self.seed, self.name, "init")), loss,
+                               episodes, inputs, self.loop, self.seed, config, cache=self.cache,
+                               progress=self.progress)
+
+    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "TransformerAdapted":
+        if self.params is None or self._inputs is None:
+            raise RuntimeError(f"{self.name}: meta_train() must run before adapt()")
+        if len(labels) != self.n_way:
+            raise ValueError(f"{self.name} was meta-trained for {self.n_way}-way episodes, got {len(labels)} labels")
+        return TransformerAdapted(self, self._inputs(support), label_index(support, labels), tuple(labels))
+
+
+@dataclass(frozen=True)
+class TransformerAdapted:
+    learner: InContextTransformer
+    support: torch.Tensor
+    support_labels: torch.Tensor
+    labels: tuple[str, ...]
+
+    @torch.no_grad()
+    def predict(self, queries: Sequence[Example]) -> list[Prediction]:
+        m = self.learner
+        assert m.params is not None and m.shape is not None and m._inputs is not None
+        logits = forward(m.shape, m.params, self.support[None], self.support_labels[None], m._inputs(queries)[None])
+        out = torch.log_softmax(logits[0], -1)
+        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
+                for q, row in zip(queries, out)]
+
+
+@register("transformer")
+def _make(ctx: MethodContext) -> InContextTransformer:
+    o = ctx.options
+    d = InContextTransformer
+    return InContextTransformer(
+        features_from(ctx), width=int(o.get("transformer_width", d.width)),
+        layers=int(o.get("transformer_layers", d.layers)), heads=int(o.get("transformer_heads", d.heads)),
+        input_dim=int(o.get("transformer_input_dim", d.input_dim)),
+        input_noise=float(o.get("transformer_input_noise", d.input_noise)),
+        loop=loop_from(ctx, "transformer", d.loop), seed=ctx.seed, progress=bool(o.get("progress", True)))
