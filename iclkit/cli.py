@@ -14,8 +14,8 @@ from .errors import IclkitError
 RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
     "device": "auto", "batch_size": 0, "shots": "0,1,4", "episodes": 12, "n_way": None, "n_query": 16, "seed": 0,
-    "methods": "icl,protonet,maml,fomaml,mann,knn,linear", "prompt": None, "normalize": "sum", "chat": False,
-    "out": None, "text_field": None,
+    "methods": "icl,protonet,maml,fomaml,mann,transformer,knn,linear", "prompt": None, "normalize": "sum",
+    "chat": False, "out": None, "text_field": None,
     "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,
     "meta_episodes": 1000, "meta_pool": 256, "meta_steps": None, "trust_remote_code": False, "progress": True, "score_cache": None,
 }
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-query", type=int, help="queries per episode")
     r.add_argument("--seed", type=int)
     r.add_argument("--methods", help="comma-separated methods: icl, protonet, protonet-proj, maml, fomaml, mann, "
-                                     "knn, linear")
+                                     "transformer, knn, linear")
     r.add_argument("--embed", help="baselines' embeddings: 'lm' (the model's hidden states), 'minilm' (offline "
                                    "all-MiniLM-L6-v2), or a HF encoder id / folder")
     r.add_argument("--embed-layer", type=int, help="hidden-state layer for --embed lm (0 = embeddings, -1 = last)")
