@@ -23,19 +23,17 @@ sentence embeddings reach the LSTM on the same scale and the controller cannot m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
-from iclkit.metatrain import generator, label_index
-from iclkit.types import Episode, Example, Prediction
+from iclkit.learners.base import MethodContext
 
-from ._common import (Arrays, Featurizer, OuterLoop, Params, Whitened, episode_arrays, features_from, loop_from,
-                      meta_fit)
+from ._common import Arrays, OuterLoop, Params, features_from, loop_from
+from ._sequence import SequenceLearner, stacked
 
 
 class Shape(NamedTuple):
@@ -126,12 +124,8 @@ def run_episode(shape: Shape, params: Params, xs: torch.Tensor, ys: torch.Tensor
 
 def episode_loss(shape: Shape, params: Params, batch: Sequence[Arrays]) -> torch.Tensor:
     """Cross-entropy over every support step and every query, episodes of equal shape run as one batch."""
-    groups: dict[tuple[int, int], list[Arrays]] = {}
-    for a in batch:
-        groups.setdefault((a[0].shape[0], a[2].shape[0]), []).append(a)
     total, count = torch.zeros(()), 0
-    for group in groups.values():
-        xs, ys, xq, yq = (torch.stack(parts) for parts in zip(*group))
+    for xs, ys, xq, yq in stacked(batch):
         sl, ql = run_episode(shape, params, xs, ys, xq)
         total = total + F.cross_entropy(sl.flatten(0, 1), ys.flatten(), reduction="sum")
         total = total + F.cross_entropy(ql.flatten(0, 1), yq.flatten(), reduction="sum")
@@ -157,72 +151,32 @@ def presentation_accuracy(shape: Shape, params: Params, arrays: Sequence[Arrays]
 
 
 @dataclass
-class MANN:
-    featurize: Featurizer
-    n_way: int = 0  # 0: taken from the meta-training episodes
+class MANN(SequenceLearner):
+    """The support items are shown in order, then each query is predicted from the state they leave."""
+
     hidden: int = 64
     slots: int = 64
     width: int = 32
     heads: int = 1
-    input_dim: int = 32  # PCA-whitened input dimensions (see Whitened)
-    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (whitened units)
     loop: OuterLoop = OuterLoop(steps=400, lr=1e-2, meta_batch=32)
-    seed: int = 0
-    cache: bool = True
-    progress: bool = True
     name: str = "mann"
-    params: Params | None = field(default=None, repr=False)
-    shape: Shape | None = field(default=None, repr=False)
-    _inputs: Whitened | None = field(default=None, repr=False)
 
-    def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "hidden": self.hidden, "slots": self.slots, "width": self.width,
-                "heads": self.heads, "input_dim": self.input_dim, "input_noise": self.input_noise, "meta_train": vars(self.loop), "features": self.featurize.key}
+    def settings(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, "slots": self.slots, "width": self.width, "heads": self.heads}
 
-    def meta_train(self, episodes: Sequence[Episode]) -> None:
-        self.n_way = self.n_way or len(episodes[0].labels)
-        self._inputs = inputs = Whitened.fit(self.featurize, episodes, self.input_dim)
-        self.shape = shape = Shape(int(inputs.basis.shape[-1]), self.n_way, self.hidden, self.slots, self.width,
-                                   self.heads)
-        config = {**shape._asdict(), "memory": "key-value", "inputs": "pca-whitened"}
-        config["input_noise"] = self.input_noise
-        noise = generator(self.seed, self.name, "input-noise")
+    def make_shape(self, dim: int) -> Shape:
+        return Shape(dim, self.n_way, self.hidden, self.slots, self.width, self.heads)
 
-        def loss(p: Params, batch: Sequence[Arrays]) -> torch.Tensor:
-            if self.input_noise:  # fresh Gaussian noise on every item each time it is shown (whitened units)
-                jitter = lambda x: x + self.input_noise * torch.randn(x.shape, generator=noise)  # noqa: E731
-                batch = [(jitter(xs), ys, jitter(xq), yq) for xs, ys, xq, yq in batch]
-            return episode_loss(shape, p, batch)
+    init_params = staticmethod(init_params)
+    loss = staticmethod(episode_loss)
 
-        self.params = meta_fit(self.name, init_params(shape, generator(self.seed, self.name, "init")), loss,
-                               episodes, inputs, self.loop, self.seed, config, cache=self.cache,
-                               progress=self.progress)
+    @staticmethod
+    def query_logits(shape: Shape, params: Params, xs: torch.Tensor, ys: torch.Tensor,
+                     xq: torch.Tensor) -> torch.Tensor:
+        return run_episode(shape, params, xs, ys, xq)[1]
 
-    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "MANNAdapted":
-        if self.params is None or self._inputs is None:
-            raise RuntimeError(f"{self.name}: meta_train() must run before adapt()")
-        if len(labels) != self.n_way:
-            raise ValueError(f"{self.name} was meta-trained for {self.n_way}-way episodes, got {len(labels)} labels")
-        return MANNAdapted(self, self._inputs(support), label_index(support, labels), tuple(labels))
-
-
-@dataclass(frozen=True)
-class MANNAdapted:
-    """The support sequence; each query is run from the state it leaves (recomputed: the state is cheap)."""
-
-    learner: MANN
-    support: torch.Tensor
-    support_labels: torch.Tensor
-    labels: tuple[str, ...]
-
-    @torch.no_grad()
-    def predict(self, queries: Sequence[Example]) -> list[Prediction]:
-        m = self.learner
-        assert m.params is not None and m.shape is not None and m._inputs is not None
-        _, ql = run_episode(m.shape, m.params, self.support[None], self.support_labels[None], m._inputs(queries)[None])
-        out = torch.log_softmax(ql[0], -1)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+    def weights_config(self, shape: Shape) -> dict[str, Any]:  # type: ignore[override]
+        return {**super().weights_config(shape), "memory": "key-value"}
 
 
 @register("mann")
@@ -231,5 +185,5 @@ def _make(ctx: MethodContext) -> MANN:
     return MANN(features_from(ctx), hidden=int(o.get("mann_hidden", MANN.hidden)),
                 slots=int(o.get("mann_slots", MANN.slots)), width=int(o.get("mann_width", MANN.width)),
                 heads=int(o.get("mann_heads", MANN.heads)), input_dim=int(o.get("mann_input_dim", MANN.input_dim)),
-                input_noise=float(o.get("mann_input_noise", MANN.input_noise)), loop=loop_from(ctx, "mann", MANN.loop),
-                seed=ctx.seed, progress=bool(o.get("progress", True)))
+                input_noise=float(o.get("mann_input_noise", MANN.input_noise)),
+                loop=loop_from(ctx, "mann", MANN.loop), seed=ctx.seed, progress=bool(o.get("progress", True)))

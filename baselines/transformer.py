@@ -11,18 +11,17 @@ shuffled per meta-training episode, so the only way to name a query's class is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
-from iclkit.metatrain import generator, label_index
-from iclkit.types import Episode, Example, Prediction
+from iclkit.learners.base import MethodContext
 
-from ._common import Arrays, Featurizer, OuterLoop, Params, Whitened, features_from, loop_from, meta_fit
+from ._common import Arrays, OuterLoop, Params, features_from, loop_from
+from ._sequence import SequenceLearner, stacked
 
 
 class Shape(NamedTuple):
@@ -73,12 +72,8 @@ def forward(shape: Shape, p: Params, xs: torch.Tensor, ys: torch.Tensor, xq: tor
 
 def episode_loss(shape: Shape, params: Params, batch: Sequence[Arrays]) -> torch.Tensor:
     """Query cross-entropy, episodes of equal shape run as one batch."""
-    groups: dict[tuple[int, int], list[Arrays]] = {}
-    for a in batch:
-        groups.setdefault((a[0].shape[0], a[2].shape[0]), []).append(a)
     total, count = torch.zeros(()), 0
-    for group in groups.values():
-        xs, ys, xq, yq = (torch.stack(parts) for parts in zip(*group))
+    for xs, ys, xq, yq in stacked(batch):
         logits = forward(shape, params, xs, ys, xq)
         total = total + F.cross_entropy(logits.flatten(0, 1), yq.flatten(), reduction="sum")
         count += yq.numel()
@@ -86,68 +81,22 @@ def episode_loss(shape: Shape, params: Params, batch: Sequence[Arrays]) -> torch
 
 
 @dataclass
-class InContextTransformer:
-    featurize: Featurizer
-    n_way: int = 0  # 0: taken from the meta-training episodes
+class InContextTransformer(SequenceLearner):
     width: int = 64
     layers: int = 2
     heads: int = 4
-    input_dim: int = 32  # PCA-whitened input dimensions (see Whitened)
-    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (whitened units)
     loop: OuterLoop = OuterLoop(steps=400, lr=1e-3, meta_batch=32, cosine=True)
-    seed: int = 0
-    cache: bool = True
-    progress: bool = True
     name: str = "transformer"
-    params: Params | None = field(default=None, repr=False)
-    shape: Shape | None = field(default=None, repr=False)
-    _inputs: Whitened | None = field(default=None, repr=False)
 
-    def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "width": self.width, "layers": self.layers, "heads": self.heads,
-                "input_dim": self.input_dim, "input_noise": self.input_noise, "meta_train": vars(self.loop),
-                "features": self.featurize.key}
+    def settings(self) -> dict[str, Any]:
+        return {"width": self.width, "layers": self.layers, "heads": self.heads}
 
-    def meta_train(self, episodes: Sequence[Episode]) -> None:
-        self.n_way = self.n_way or len(episodes[0].labels)
-        self._inputs = inputs = Whitened.fit(self.featurize, episodes, self.input_dim)
-        self.shape = shape = Shape(int(inputs.basis.shape[-1]), self.n_way, self.width, self.layers, self.heads)
-        config = {**shape._asdict(), "inputs": "pca-whitened", "input_noise": self.input_noise}
-        noise = generator(self.seed, self.name, "input-noise")
+    def make_shape(self, dim: int) -> Shape:
+        return Shape(dim, self.n_way, self.width, self.layers, self.heads)
 
-        def loss(p: Params, batch: Sequence[Arrays]) -> torch.Tensor:
-            if self.input_noise:  # fresh Gaussian noise on every item each time it is shown
-                jitter = lambda x: x + self.input_noise * torch.randn(x.shape, generator=noise)  # noqa: E731
-                batch = [(jitter(xs), ys, jitter(xq), yq) for xs, ys, xq, yq in batch]
-            return episode_loss(shape, p, batch)
-
-        self.params = meta_fit(self.name, init_params(shape, generator(self.seed, self.name, "init")), loss,
-                               episodes, inputs, self.loop, self.seed, config, cache=self.cache,
-                               progress=self.progress)
-
-    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "TransformerAdapted":
-        if self.params is None or self._inputs is None:
-            raise RuntimeError(f"{self.name}: meta_train() must run before adapt()")
-        if len(labels) != self.n_way:
-            raise ValueError(f"{self.name} was meta-trained for {self.n_way}-way episodes, got {len(labels)} labels")
-        return TransformerAdapted(self, self._inputs(support), label_index(support, labels), tuple(labels))
-
-
-@dataclass(frozen=True)
-class TransformerAdapted:
-    learner: InContextTransformer
-    support: torch.Tensor
-    support_labels: torch.Tensor
-    labels: tuple[str, ...]
-
-    @torch.no_grad()
-    def predict(self, queries: Sequence[Example]) -> list[Prediction]:
-        m = self.learner
-        assert m.params is not None and m.shape is not None and m._inputs is not None
-        logits = forward(m.shape, m.params, self.support[None], self.support_labels[None], m._inputs(queries)[None])
-        out = torch.log_softmax(logits[0], -1)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+    init_params = staticmethod(init_params)
+    loss = staticmethod(episode_loss)
+    query_logits = staticmethod(forward)
 
 
 @register("transformer")
