@@ -70,8 +70,9 @@ def main(out: str, *runs: str) -> None:
               f"episode, seed {ep['seed']}. ICL: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32), "
               f"rank classification. `[lm]`: baselines on the same model's last-layer hidden states, mean-pooled; "
               f"`[minilm]`: on all-MiniLM-L6-v2 sentence embeddings. Meta-learners (protonet-proj, maml, fomaml, "
-              f"mann) were meta-trained on 1,000 episodes drawn from up to 256 train texts per class of each task "
-              f"(Adam: 300 steps, MANN 400 steps × 32 episodes). Everything ran on CPU in fp32. "
+              f"mann, transformer) were meta-trained on 1,000 episodes drawn from up to 256 train texts per class of each task "
+              f"(Adam: 300 steps; MANN and the in-context transformer 400 steps × 32 episodes). Everything ran on CPU in "
+              f"fp32. "
               f"Accuracy: mean over episodes, 95% bootstrap CI. Runs: {', '.join(provenance)}.\n\n## Accuracy\n\n")
     (dest / "summary.md").write_text(header + table)
 
