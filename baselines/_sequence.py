@@ -9,7 +9,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
-from iclkit.learners.base import classification_prediction
+from iclkit.learners.base import row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -113,5 +113,4 @@ class SequenceAdapted:
         logits = m.query_logits(m.shape, m.params, self.support[None], self.support_labels[None],
                                 m._inputs(queries)[None])
         out = torch.log_softmax(logits[0], -1)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+        return row_predictions(queries, self.labels, out)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
@@ -64,8 +64,7 @@ class KNNAdapted:
         kn = self.learner
         out = knn_scores(self.memory, self.memory_labels, len(self.labels), kn.featurize(queries), kn.k, kn.mode,
                          kn.temperature)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+        return row_predictions(queries, self.labels, out)
 
 
 @register("knn")

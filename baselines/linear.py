@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
@@ -54,8 +54,7 @@ class LinearAdapted:
         logp = self.model.predict_log_proba(self.learner.featurize(queries).double().numpy())
         out = np.full((len(queries), len(self.labels)), -np.inf)
         out[:, self.model.classes_] = logp  # a class absent from the support gets probability 0
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+        return row_predictions(queries, self.labels, out)
 
 
 @register("linear")

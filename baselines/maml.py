@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -112,8 +112,7 @@ class MAMLAdapted:
         head = self.learner._head
         assert head is not None
         out = torch.log_softmax(functional_call(head, self.params, (self.learner.featurize(queries),)), dim=-1)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+        return row_predictions(queries, self.labels, out)
 
 
 def _make(ctx: MethodContext, first_order: bool) -> MAML:

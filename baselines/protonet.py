@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 
 from iclkit.learners import register
-from iclkit.learners.base import MethodContext, classification_prediction
+from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -87,8 +87,7 @@ class ProtoAdapted:
         if self.learner.projection is not None:
             xq = xq @ self.learner.projection
         out = logits(self.support, self.support_labels, len(self.labels), xq, self.learner.metric)
-        return [classification_prediction(q, self.labels, dict(zip(self.labels, row.tolist())))
-                for q, row in zip(queries, out)]
+        return row_predictions(queries, self.labels, out)
 
 
 def _make(ctx: MethodContext, name: str, projection_dim: int) -> ProtoNet:

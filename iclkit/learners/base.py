@@ -65,3 +65,9 @@ def classification_prediction(query: Example, labels: Sequence[str], scores: Map
     predicted = argmax_label(scores, labels)
     return Prediction(query_id=query.id, gold=query.label, predicted=predicted, correct=predicted == query.label,
                       scores=dict(scores), probs=softmax(scores), extra=dict(extra or {}))
+
+
+def row_predictions(queries: Sequence[Example], labels: Sequence[str], rows: Any) -> list[Prediction]:
+    """One prediction per query from a [n_query, n_labels] table of scores (tensor, array or nested list)."""
+    return [classification_prediction(q, labels, dict(zip(labels, row.tolist() if hasattr(row, "tolist") else row)))
+            for q, row in zip(queries, rows)]

@@ -154,9 +154,9 @@ class HFCausalLM:
     def _packs(self, groups: Sequence[PrefixGroup]) -> list[list[PrefixGroup]]:
         """Groups to score together: prefixes with fewer rows than a batch (e.g. the episodes of one runner call on
         a GPU) are packed, similar prefix lengths together, until their rows fill a batch; others go alone."""
-        small = sorted((g for g in groups if g.shared and len(g.rows) < self.batch_size),
-                       key=lambda g: -len(g.shared))
-        packs = [[g] for g in groups if not (g.shared and len(g.rows) < self.batch_size)]
+        packable = lambda g: bool(g.shared) and len(g.rows) < self.batch_size  # noqa: E731
+        small = sorted(filter(packable, groups), key=lambda g: -len(g.shared))
+        packs = [[g] for g in groups if not packable(g)]
         current: list[PrefixGroup] = []
         for g in small:
             if current and sum(len(x.rows) for x in current) + len(g.rows) > self.batch_size:
