@@ -13,7 +13,7 @@ from iclkit.learners.base import row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from ._common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
+from baselines._common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
 
 
 def stacked(batch: Sequence[Arrays]) -> list[Arrays]:

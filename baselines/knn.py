@@ -16,7 +16,7 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from ._common import Featurizer, features_from
+from baselines._common import Featurizer, features_from
 
 Mode = Literal["vote", "softmax"]
 

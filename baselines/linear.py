@@ -19,7 +19,7 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from ._common import Featurizer, features_from
+from baselines._common import Featurizer, features_from
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> LogisticRegression:

@@ -32,8 +32,8 @@ from torch.nn import functional as F
 from iclkit.learners import register
 from iclkit.learners.base import MethodContext
 
-from ._common import Arrays, OuterLoop, Params, features_from, loop_from
-from ._sequence import SequenceLearner, stacked
+from baselines._common import Arrays, OuterLoop, Params, features_from, loop_from
+from baselines._sequence import SequenceLearner, stacked
 
 
 class Shape(NamedTuple):

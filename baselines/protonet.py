@@ -16,7 +16,7 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from ._common import Arrays, Featurizer, OuterLoop, Params, features_from, loop_from, meta_fit
+from baselines._common import Arrays, Featurizer, OuterLoop, Params, features_from, loop_from, meta_fit
 
 Metric = Literal["sqeuclidean", "cosine"]
 

@@ -238,7 +238,7 @@ def main() -> None:
 
         a.model = str(resolve(ModelSpec())[0])
     if a.data is None:
-        from iclkit.tasks import data_dir
+        from iclkit.data.tasks import data_dir
 
         a.data = str(Path(data_dir()) / "sst2")
     systems = [s for s in a.systems.split(",") if s]

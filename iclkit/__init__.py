@@ -15,9 +15,9 @@ _WHERE = {
     "EpisodeConfig": "episodes", "read_episodes": "episodes", "sample_episodes": "episodes",
     "write_episodes": "episodes", "IclkitError": "errors", "Learner": "learners", "MethodContext": "learners",
     "register": "learners", "GenerationRequest": "lm", "LoglikelihoodRequest": "lm", "ModelSpec": "lm",
-    "load_lm": "lm", "PromptTemplate": "prompts", "load_prompt": "prompts", "RunConfig": "runner",
-    "RunResult": "runner", "evaluate": "runner", "run": "runner", "TaskData": "tasks", "TaskSpec": "tasks",
-    "load_task": "tasks", "Episode": "types", "EpisodeResult": "types", "Example": "types", "Prediction": "types",
+    "load_lm": "lm", "PromptTemplate": "prompts", "load_prompt": "prompts", "RunConfig": "runner.execute",
+    "RunResult": "runner.execute", "evaluate": "runner.execute", "run": "runner.execute", "TaskData": "data.tasks",
+    "TaskSpec": "data.tasks", "load_task": "data.tasks", "Episode": "types", "EpisodeResult": "types", "Example": "types", "Prediction": "types",
 }
 
 __all__ = sorted(_WHERE)

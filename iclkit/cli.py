@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from .errors import IclkitError
+from iclkit.errors import IclkitError
 
 RUN_DEFAULTS: dict[str, Any] = {
     "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
@@ -35,14 +32,9 @@ def _names(text: Any) -> tuple[str, ...]:
 
 
 def _read_config(path: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise IclkitError(f"cannot read config: {e.strerror}", file=path) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise IclkitError(f"invalid YAML: {getattr(e, 'problem', e)}", file=path,
-                          line=mark.line + 1 if mark else None) from None
+    from iclkit.files import read_yaml
+
+    raw = read_yaml(path, "config") or {}
     if not isinstance(raw, dict):
         raise IclkitError("a config file must hold a mapping", file=path)
     out = {}
@@ -64,9 +56,9 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .episodes import EpisodeConfig
-    from .lm.loading import ModelSpec
-    from .runner import DEFAULT_TASKS, RunConfig, run
+    from iclkit.episodes import EpisodeConfig
+    from iclkit.lm.loading import ModelSpec
+    from iclkit.runner.execute import DEFAULT_TASKS, RunConfig, run
 
     o = _run_options(args)
     config = RunConfig(
@@ -85,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  **({"meta_steps": int(o["meta_steps"])} if o["meta_steps"] else {})},
         text_field=o["text_field"], label_field=o["label_field"],
     )
-    from .distributed import world
+    from iclkit.runner.distributed import world
 
     result = run(config, o["out"], progress=bool(o["progress"]), score_cache=_score_cache(o["score_cache"]))
     if not world().main:
@@ -100,14 +92,14 @@ def _score_cache(value: Any) -> str | None:
     if value in (None, False, ""):
         return None
     if value is True or value == "default":
-        from .scorecache import default_path
+        from iclkit.lm.scorecache import default_path
 
         return str(default_path())
     return str(value)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import build, render, write
+    from iclkit.export.leaderboard import build, render, write
 
     board = build(args.runs, metrics=args.metric or (), reference=args.reference)
     if args.out:
@@ -118,7 +110,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from .tasks import read_spec, registry
+    from iclkit.data.tasks import read_spec, registry
 
     print("| task | type | labels | prompt | description |\n|---|---|---|---|---|")
     for name, path in registry().items():

@@ -9,7 +9,6 @@ tensor per text named by the sha256 of the text, and reused by every method and 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .errors import IclkitError
-from .types import Example, stable_hash
+from iclkit.errors import IclkitError
+from iclkit.files import atomic_write
+from iclkit.paths import cache_dir
+from iclkit.types import Example, stable_hash
 
 Pooling = Literal["mean", "last"]
 MINILM = "minilm"
@@ -140,7 +141,6 @@ class EmbeddingCache:
 
     def __init__(self, encoder: Encoder, root: str | Path | None = None, *, progress: bool = True,
                  chunk: int = 256):
-        from .lm.loading import cache_dir
 
         self.encoder = encoder
         self.key = stable_hash(dict(encoder.key))
@@ -173,14 +173,11 @@ class EmbeddingCache:
                     shard.unlink(missing_ok=True)
 
     def _store(self, new: Mapping[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "encoder.json").write_text(str(dict(self.encoder.key)) + "\n", encoding="utf-8")
-        name = stable_hash(sorted(new))
-        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
-        save_file({k: v.contiguous() for k, v in new.items()}, str(tmp))
-        os.replace(tmp, self.dir / f"{name}.safetensors")
+        atomic_write(self.dir / "encoder.json", str(dict(self.encoder.key)) + "\n")
+        data = save({k: v.contiguous() for k, v in new.items()})
+        atomic_write(self.dir / f"{stable_hash(sorted(new))}.safetensors", data)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Vectors [len(texts), dim] (float32); only texts never seen under this encoder key reach the model."""
@@ -244,14 +241,14 @@ def encoder_for(embed: str, *, get_lm: Callable[[], Any] | None = None, layer: i
             raise IclkitError("embed='lm' needs the run's language model", field="embed")
         return LMEncoder(get_lm(), layer=layer, pooling=pooling)
     if embed == MINILM:
-        from . import resources
+        from iclkit import resources
 
         folder = resources.ensure(resources.MINILM_DIR).parent
         return HFEncoder(str(folder), name=resources.MINILM_DIR.requirement)
     path = Path(embed).expanduser()
     if path.is_dir():
         return HFEncoder(str(path), name=str(path.resolve()))
-    from .lm.loading import _from_hub
+    from iclkit.lm.loading import _from_hub
 
     return HFEncoder(str(_from_hub(embed, None)), name=embed)
 

@@ -8,16 +8,15 @@ and only the number of demonstrations differs between the shot settings of one e
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from .errors import IclkitError
-from .tasks import TaskData
-from .types import Episode, Example, episodes_hash
+from iclkit.errors import IclkitError
+from iclkit.files import write_jsonl
+from iclkit.data.tasks import TaskData
+from iclkit.types import Episode, Example, episodes_hash
 
 QueryBalance = Literal["balanced", "natural"]
 
@@ -118,13 +117,7 @@ def _sample_open(task: TaskData, config: EpisodeConfig) -> list[Episode]:
 
 def write_episodes(episodes: Sequence[Episode], path: str | Path) -> str:
     """Write episodes as JSONL (atomically); returns the hash over all of them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for ep in episodes:
-            f.write(json.dumps(ep.to_dict(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, (ep.to_dict() for ep in episodes))
     return episodes_hash(list(episodes))
 
 

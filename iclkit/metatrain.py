@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .errors import IclkitError
-from .types import Episode, Example
+from iclkit.errors import IclkitError
+from iclkit.types import Episode, Example
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ def generator(seed: int, *salt: object) -> torch.Generator:
 
 def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -> Path:
     """Folder for meta-trained weights: keyed by the method's config, the training episodes and the features."""
-    from .lm.loading import cache_dir
-    from .types import stable_hash
+    from iclkit.paths import cache_dir
+    from iclkit.types import stable_hash
 
     key = stable_hash({"method": method, "config": config, "episodes": train_hash, "features": features_key})
     return Path(cache_dir()) / "metatrained" / f"{method}-{key}"
@@ -127,7 +127,7 @@ def training_episodes(task: Any, evaluation: Sequence[Episode], options: Mapping
                       seed: int) -> list[Episode]:
     """Meta-training episodes for ``task``: from its own train split, or from ``options['meta_train_tasks']``;
     never containing any of the evaluation episodes' queries."""
-    from .tasks import load_task
+    from iclkit.data.tasks import load_task
 
     names = options.get("meta_train_tasks") or ()
     names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
-from .errors import IclkitError
-from .tasks import data_file
-from .types import Example, stable_hash
+from iclkit.errors import IclkitError
+from iclkit.files import read_yaml
+from iclkit.paths import shipped_dir
+from iclkit.types import Example, stable_hash
 
 _FORMATTER = string.Formatter()
 
@@ -152,16 +151,8 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     """A prompt by registered name (``prompts/NAME.yaml``) or by path."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = data_file("prompts") / f"{name_or_path}.yaml"
+        path = shipped_dir("prompts") / f"{name_or_path}.yaml"
         if not path.is_file():
-            known = ", ".join(p.stem for p in sorted(data_file("prompts").glob("*.yaml")))
+            known = ", ".join(p.stem for p in sorted(shipped_dir("prompts").glob("*.yaml")))
             raise IclkitError(f"unknown prompt {str(name_or_path)!r}", hint=f"registered prompts: {known}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise IclkitError(f"cannot read prompt file: {e.strerror}", file=str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise IclkitError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(path),
-                          line=mark.line + 1 if mark else None) from None
-    return parse_prompt(raw, str(path))
+    return parse_prompt(read_yaml(path, "prompt file"), str(path))

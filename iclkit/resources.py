@@ -7,7 +7,6 @@ package is never imported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .errors import IclkitError
+from iclkit.errors import IclkitError
+from iclkit.files import file_sha256
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,6 @@ MINILM_DIR = Resource(
 )
 
 _verified: dict[Path, str] = {}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _installed_file(res: Resource) -> Path | None:
@@ -98,7 +90,7 @@ def ensure(res: Resource) -> Path:
         if path is None:
             raise IclkitError(f"{res.requirement} installed but {res.path} is missing from it")
     if res.sha256 and _verified.get(path) != res.sha256:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != res.sha256:
             raise IclkitError(
                 f"sha256 mismatch for {path}: expected {res.sha256}, got {digest}",

@@ -13,7 +13,7 @@ from iclkit.baselines.maml import MAML
 from iclkit.baselines.protonet import ProtoNet
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.learners import MetaLearner, available
-from iclkit.stats import mean_ci
+from iclkit.analysis.stats import mean_ci
 
 
 CHANCE = 1 / 5
@@ -91,7 +91,7 @@ def _results(method, accs, hashes):
 
 
 def test_paired_comparison_against_icl():
-    from iclkit.compare import compare, paired_permutation_p
+    from iclkit.analysis.paired import compare, paired_permutation_p
     from iclkit.errors import IclkitError
 
     hashes = [f"h{i}" for i in range(20)]

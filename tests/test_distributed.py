@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 
-from iclkit.distributed import World, gather, shard
+from iclkit.runner.distributed import World, gather, shard
 
 # three episodes over two processes: an uneven split (rank 0 runs two, rank 1 one)
 RUN = ["run", "--task", "movie-sentiment", "--shots", "0,1,2", "--episodes", "1", "--n-query", "4",

@@ -8,7 +8,7 @@ import pytest
 
 from iclkit.episodes import EpisodeConfig, read_episodes, sample_episodes, write_episodes
 from iclkit.errors import IclkitError
-from iclkit.tasks import TaskData, TaskSpec, load_task
+from iclkit.data.tasks import TaskData, TaskSpec, load_task
 from iclkit.types import Example, episodes_hash
 
 

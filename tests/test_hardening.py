@@ -15,8 +15,8 @@ from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
 from iclkit.learners.icl import ICL
 from iclkit.prompts import PromptTemplate, load_prompt, parse_prompt
-from iclkit.sources import to_examples
-from iclkit.tasks import TaskData, TaskSpec, load_task, parse_spec, read_spec
+from iclkit.data.sources import to_examples
+from iclkit.data.tasks import TaskData, TaskSpec, load_task, parse_spec, read_spec
 from iclkit.types import Example
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import iclkit
 
 
 def test_four_shot_sst2_label_mass_and_accuracy(data_dir, smol, monkeypatch):
-    import iclkit.runner
+    import iclkit.runner.execute
 
-    monkeypatch.setattr(iclkit.runner, "load_lm", lambda spec: smol)  # reuse the session's model
+    monkeypatch.setattr(iclkit.runner.execute, "load_lm", lambda spec: smol)  # reuse the session's model
     result = iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, n_way=2, n_query=16, seed=0, progress=False)
     rows = {r["shots"]: r for r in result.summary}
     four = rows[4]

@@ -15,9 +15,9 @@ import pytest
 from iclkit import evaluate
 from iclkit.cli import main
 from iclkit.errors import IclkitError
-from iclkit.leaderboard import build, render, schema
-from iclkit.plots import render_plots
-from iclkit.stats import paired_test
+from iclkit.export.leaderboard import build, render, schema
+from iclkit.export.plots import render_plots
+from iclkit.analysis.stats import paired_test
 
 SMALL = dict(tasks="movie-sentiment", shots=(0, 1), n_episodes=3, n_query=3, model="smollm2-135m-instruct",
              progress=False)

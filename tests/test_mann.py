@@ -10,7 +10,7 @@ from iclkit.baselines._common import OuterLoop, episode_arrays
 from iclkit.baselines.mann import MANN, Shape, init_params, presentation_accuracy, run_episode
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.metatrain import generator
-from iclkit.stats import mean_ci
+from iclkit.analysis.stats import mean_ci
 
 SHAPE = {"dim": 8, "noise": 0.3}
 STEPS, LR, META_BATCH = 300, 1e-2, 32  # about 40 s on one core

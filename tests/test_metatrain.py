@@ -12,7 +12,7 @@ from iclkit.baselines.mann import MANN
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.metatrain import MetaTrainConfig, meta_episodes, training_episodes
-from iclkit.tasks import load_task
+from iclkit.data.tasks import load_task
 
 
 def _key(e):

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from iclkit import evaluate
-from iclkit.leaderboard import build, render
+from iclkit.export.leaderboard import build, render
 
 
 def _chromium() -> str:

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iclkit.checkpoint import Checkpoint, config_key, partial_dir, result_from_dict, result_to_dict
+from iclkit.runner.checkpoint import Checkpoint, config_key, partial_dir, result_from_dict, result_to_dict
 from iclkit.cli import main
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
-from iclkit.runner import RunConfig, run, run_method
-from iclkit.tasks import load_task
+from iclkit.runner.execute import RunConfig, run, run_method
+from iclkit.data.tasks import load_task
 from iclkit.types import EpisodeResult, Example, Prediction
 
 ARGS = ["run", "--task", "movie-sentiment", "--methods", "icl", "--shots", "0,1", "--episodes", "3", "--n-query", "2",

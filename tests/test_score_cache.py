@@ -11,7 +11,7 @@ import pytest
 from iclkit import evaluate
 from iclkit.errors import IclkitError
 from iclkit.lm.base import GenerationRequest, LoglikelihoodRequest
-from iclkit.scorecache import CachedLM, ScoreCache, model_key
+from iclkit.lm.scorecache import CachedLM, ScoreCache, model_key
 
 PREFIX = "Review: a warm, funny film.\nSentiment: positive\n\nReview: dull and far too long.\nSentiment: negative\n\n"
 

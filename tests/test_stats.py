@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from iclkit.results import markdown_table, summarize
-from iclkit.stats import ece, expected_calibration_error, macro_f1, mean_ci, paired_test
+from iclkit.analysis.summary import markdown_table, summarize
+from iclkit.analysis.stats import ece, expected_calibration_error, macro_f1, mean_ci, paired_test
 from iclkit.types import EpisodeResult, Prediction
 
 

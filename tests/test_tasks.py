@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iclkit.errors import IclkitError
-from iclkit.tasks import load_task, read_spec, registry
+from iclkit.data.tasks import load_task, read_spec, registry
 
 
 def test_registry_has_benchmark_and_builtin_tasks():

@@ -9,7 +9,7 @@ from iclkit.baselines._common import OuterLoop, episode_arrays
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.baselines.transformer import InContextTransformer, Shape, forward, init_params
 from iclkit.metatrain import generator
-from iclkit.stats import mean_ci
+from iclkit.analysis.stats import mean_ci
 
 SHAPE = {"dim": 8, "noise": 0.3}
 CHANCE = 0.2

@@ -15,9 +15,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from iclkit.compare import COMPARISON_VERSION, compare, comparison_table
+from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
 from iclkit.episodes import read_episodes
-from iclkit.results import SUMMARY_VERSION, markdown_table, summarize
+from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, summarize
 from iclkit.types import EpisodeResult, Prediction
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from .base import Adapted, Learner, MetaLearner, MethodContext
+from iclkit.learners.base import Adapted, Learner, MetaLearner, MethodContext
 
 Factory = Callable[[MethodContext], Learner]
 _FACTORIES: dict[str, Factory] = {}
@@ -39,7 +39,7 @@ def available() -> list[str]:
 
 def make(name: str, ctx: MethodContext) -> Learner:
     """Build the learner registered as ``name``."""
-    from ..errors import IclkitError
+    from iclkit.errors import IclkitError
 
     if name not in _FACTORIES and name in _LAZY:
         importlib.import_module(_LAZY[name])

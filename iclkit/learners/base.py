@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from ..types import Episode, Example, Prediction
+from iclkit.types import Episode, Example, Prediction
 
 
 @runtime_checkable

@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from ..lm.base import LM, GenerationRequest, LoglikelihoodRequest
-from ..prompts import PromptTemplate, Rendered
-from ..types import Example, Prediction
-from .base import classification_prediction
+from iclkit.lm.base import LM, GenerationRequest, LoglikelihoodRequest
+from iclkit.prompts import PromptTemplate, Rendered
+from iclkit.types import Example, Prediction
+from iclkit.learners.base import classification_prediction
 
 Normalize = Literal["sum", "mean"]
 
@@ -110,7 +110,7 @@ def _factory(ctx: "MethodContext") -> ICL:
                chat=bool(ctx.options.get("chat", False)), episode_batch=int(ctx.options.get("episode_batch", 0)))
 
 
-from . import register  # noqa: E402 - registration needs the class above
-from .base import MethodContext  # noqa: E402
+from iclkit.learners import register  # noqa: E402 - registration needs the class above
+from iclkit.learners.base import MethodContext  # noqa: E402
 
 register("icl")(_factory)

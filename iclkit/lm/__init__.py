@@ -1,6 +1,6 @@
 """Language-model backends behind one batch-first interface."""
 
-from .base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest
-from .loading import ModelSpec, load_lm
+from iclkit.lm.base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from iclkit.lm.loading import ModelSpec, load_lm
 
 __all__ = ["LM", "GenerationRequest", "Loglikelihood", "LoglikelihoodRequest", "ModelSpec", "load_lm"]

@@ -9,9 +9,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..errors import IclkitError
-from .base import GenerationRequest, Loglikelihood, LoglikelihoodRequest
-from .prefix import PrefixGroup, Row, batches, plan
+from iclkit.errors import IclkitError
+from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
 
 # Rows per batch when batch_size=0 (automatic); on CUDA it is halved on every out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import hub, resources
-from ..errors import IclkitError
+from iclkit import hub, resources
+from iclkit.errors import IclkitError
+from iclkit.files import atomic_write, file_sha256
+from iclkit.paths import cache_dir
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Quantization = Literal["none", "8bit", "4bit"]
@@ -34,12 +36,7 @@ class ModelSpec:
     share_prefix: bool = True  # score an episode's demonstrations once (KV cache); False = one full pass per request
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("ICLKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "iclkit")
-    return Path(root)
-
-
-def _file_sha256(path: Path) -> str:
+def memo_sha256(path: Path) -> str:
     """sha256 of a file, memoized on disk by (path, size, mtime) so big weights are hashed once."""
     stat = path.stat()
     memo = cache_dir() / "hashes.json"
@@ -51,15 +48,8 @@ def _file_sha256(path: Path) -> str:
         except (OSError, ValueError):
             table = {}
     if key not in table:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        table[key] = h.hexdigest()
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table))
-        os.replace(tmp, memo)
+        table[key] = file_sha256(path)
+        atomic_write(memo, json.dumps(table))
     return table[key]
 
 
@@ -70,13 +60,13 @@ def weights_hash(folder: Path) -> str:
         raise IclkitError("no weight files (.safetensors/.bin) in model folder", file=str(folder))
     h = hashlib.sha256()
     for p in files:
-        h.update(f"{p.name}:{_file_sha256(p)}\n".encode())
+        h.update(f"{p.name}:{memo_sha256(p)}\n".encode())
     return h.hexdigest()
 
 
 def gguf_to_folder(gguf: Path) -> Path:
     """Dequantize a GGUF file once into a safetensors folder under the iclkit cache (reloads in ~0.1 s)."""
-    digest = _file_sha256(gguf)
+    digest = memo_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:16]}"
     if (target / "config.json").is_file():
         return target
@@ -115,7 +105,7 @@ def resolve(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise IclkitError("no such GGUF file", file=str(path))
-        return gguf_to_folder(path), {"source": "gguf", "file": str(path), "file_sha256": _file_sha256(path)}
+        return gguf_to_folder(path), {"source": "gguf", "file": str(path), "file_sha256": memo_sha256(path)}
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise IclkitError("model folder has no config.json", file=str(path))
@@ -155,7 +145,7 @@ def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .hf import HFCausalLM
+    from iclkit.lm.hf import HFCausalLM
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

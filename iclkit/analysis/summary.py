@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import shutil
-import tempfile
 from collections import defaultdict
-from contextlib import contextmanager
-from importlib import metadata
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .stats import ece, macro_f1, mean_ci
-from .types import EpisodeResult
+from iclkit.analysis.stats import ece, macro_f1, mean_ci
+from iclkit.types import EpisodeResult
 
 SUMMARY_VERSION = 1
 
@@ -73,51 +65,3 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"| {r['task']} | {r['method']} | {r['shots']} | {r['n_episodes']} | {r['n_queries']} | "
                      f"{fmt(r['accuracy'])} | {ci} | {fmt(r['macro_f1'])} | {fmt(r.get('ece'))} |")
     return "\n".join(lines)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("iclkit", "torch", "transformers", "accelerate", "datasets", "evaluate", "numpy", "scipy",
-                 "scikit-learn", "bitsandbytes"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-@contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Build a run folder beside ``out`` and move it into place only when everything succeeded."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import IclkitError
+from iclkit.errors import IclkitError
 
 
 def load_metric(path: str | Path) -> Any:

@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from .types import Episode, EpisodeResult, Prediction, stable_hash
+from iclkit.files import atomic_write
+from iclkit.types import Episode, EpisodeResult, Prediction, stable_hash
 
 CHECKPOINT_VERSION = 1
 
@@ -92,9 +93,7 @@ class Checkpoint:
                     self.done[(r.method, r.episode_id)] = r
                     valid.append(line if line.endswith("\n") else line + "\n")
             # rewrite without the torn tail, so appends start on a fresh line
-            tmp = self.results_path.with_suffix(".tmp")
-            tmp.write_text("".join(valid), encoding="utf-8")
-            os.replace(tmp, self.results_path)
+            atomic_write(self.results_path, "".join(valid))
 
     def get(self, method: str, episode: Episode) -> EpisodeResult | None:
         """The stored result of ``method`` on ``episode``, if it was finished (and the episode is unchanged)."""
@@ -105,9 +104,7 @@ class Checkpoint:
         """Record a finished episode durably (flush + fsync) before the run moves on."""
         if not (self.dir / "meta.json").exists():
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / "meta.json.tmp"
-            tmp.write_text(json.dumps({"version": CHECKPOINT_VERSION, "key": self.key}), encoding="utf-8")
-            os.replace(tmp, self.dir / "meta.json")
+            atomic_write(self.dir / "meta.json", json.dumps({"version": CHECKPOINT_VERSION, "key": self.key}))
             _fsync_dir(self.dir)
         with open(self.results_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(result_to_dict(result), ensure_ascii=False) + "\n")

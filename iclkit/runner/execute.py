@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import platform
 import sys
+from importlib import metadata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from . import distributed, learners
-from .checkpoint import Checkpoint, config_key
-from .compare import COMPARISON_VERSION, compare, comparison_table
-from .episodes import EpisodeConfig, sample_episodes, write_episodes
-from .errors import IclkitError
-from .lm.loading import ModelSpec, load_lm
-from .metatrain import training_episodes
-from .prompts import PromptTemplate, load_prompt
-from .results import SUMMARY_VERSION, markdown_table, records, staged_dir, summarize, versions, write_json, write_jsonl
-from .tasks import TaskData, load_task
-from .types import Episode, EpisodeResult, episodes_hash
+from iclkit import learners
+from iclkit.runner import distributed
+from iclkit.runner.checkpoint import Checkpoint, config_key
+from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
+from iclkit.episodes import EpisodeConfig, sample_episodes, write_episodes
+from iclkit.errors import IclkitError
+from iclkit.lm.loading import ModelSpec, load_lm
+from iclkit.metatrain import training_episodes
+from iclkit.prompts import PromptTemplate, load_prompt
+from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, records, summarize
+from iclkit.files import staged_dir, write_json, write_jsonl
+from iclkit.data.tasks import TaskData, load_task
+from iclkit.types import Episode, EpisodeResult, episodes_hash
 
 DEFAULT_TASKS = ("movie-sentiment", "country-capital", "past-tense", "nationality")
 
@@ -87,7 +91,7 @@ class _LazyLM:
         if self.lm is None:
             self.lm = load_lm(self.spec)
             if self.score_cache is not None:
-                from .scorecache import CachedLM
+                from iclkit.lm.scorecache import CachedLM
 
                 self.lm = CachedLM(self.lm, self.score_cache)
         return self.lm
@@ -187,9 +191,21 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     return result
 
 
+def versions() -> dict[str, str]:
+    """Python, platform and the versions of every package that can move a score."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("iclkit", "torch", "transformers", "accelerate", "datasets", "evaluate", "numpy", "scipy",
+                 "scikit-learn", "bitsandbytes"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def save(result: RunResult, out: Path) -> None:
     """Write records.jsonl, episodes.jsonl, manifest.json, summary.json/.md, plots/; all or nothing."""
-    from .plots import write_plots  # matplotlib loads only when a run folder is written
+    from iclkit.export.plots import write_plots  # matplotlib loads only when a run folder is written
 
     with staged_dir(out) as tmp:
         write_jsonl(tmp / "records.jsonl", result.records())

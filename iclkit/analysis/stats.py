@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
-from .types import EpisodeResult
+from iclkit.types import EpisodeResult
 
 
 def mean_ci(values: Sequence[float], *, confidence: float = 0.95, seed: int = 0,

@@ -6,11 +6,11 @@ import random
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import resources
-from .errors import IclkitError
-from .sources import _holdout, to_examples
-from .tasks import TaskData, TaskSpec
-from .types import Example
+from iclkit import resources
+from iclkit.errors import IclkitError
+from iclkit.data.sources import _holdout, to_examples
+from iclkit.data.tasks import TaskData, TaskSpec
+from iclkit.types import Example
 
 
 def read_polarity(path: Path) -> list[dict[str, str]]:

@@ -11,8 +11,8 @@ import base64
 import html
 from typing import Any, Mapping
 
-from .leaderboard import Leaderboard, _metric_names
-from .plots import render_plots
+from iclkit.export.leaderboard import Leaderboard, _metric_names
+from iclkit.export.plots import render_plots
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;

@@ -9,16 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from .errors import IclkitError
-from .results import SUMMARY_VERSION
-from .stats import mean_ci, paired_test
+from iclkit.errors import IclkitError
+from iclkit.files import atomic_write
+from iclkit.analysis.summary import SUMMARY_VERSION
+from iclkit.analysis.stats import mean_ci, paired_test
 
 SCHEMA_VERSION = 1
 Format = Literal["md", "csv", "json", "html"]
@@ -146,7 +145,7 @@ def _comparisons(runs: Sequence[Run], reference: str, seed: int) -> list[dict[st
 
 
 def _plugin_columns(run: Run, metrics: Sequence[Any], seed: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    from .metrics_plugins import compute
+    from iclkit.analysis.metrics_plugins import compute
 
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
     for key, eps in _episodes(run).items():
@@ -174,7 +173,7 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
         runs = [Run(str(r.path), r.path, r.manifest, r.summary, r.records) for r in runs]  # keep runs apart
     loaded = []
     if metrics:
-        from .metrics_plugins import load_metric
+        from iclkit.analysis.metrics_plugins import load_metric
 
         loaded = [load_metric(m) for m in metrics]
     rows, infos = [], []
@@ -257,7 +256,7 @@ def render(lb: Leaderboard, fmt: Format) -> str:
     if fmt == "json":
         return json.dumps(lb.to_dict(), indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
-        from .report import html_report
+        from iclkit.export.html_report import html_report
 
         return html_report(lb)
     raise IclkitError(f"unknown format {fmt!r}", field="format", hint=f"one of {', '.join(FORMATS)}")
@@ -265,14 +264,7 @@ def render(lb: Leaderboard, fmt: Format) -> str:
 
 def write(lb: Leaderboard, fmt: Format, out: str | Path) -> Path:
     """Write the rendered leaderboard atomically."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make a shared report unreadable to others
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(render(lb, fmt))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(out, render(lb, fmt))
 
 
 def schema() -> dict[str, Any]:

@@ -12,9 +12,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from .errors import IclkitError
-from .stats import mean_ci
-from .types import EpisodeResult
+from iclkit.errors import IclkitError
+from iclkit.analysis.stats import mean_ci
+from iclkit.types import EpisodeResult
 
 COMPARISON_VERSION = 1
 

@@ -7,9 +7,10 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import IclkitError
-from .tasks import TaskData, TaskSpec, data_dir
-from .types import Example
+from iclkit.errors import IclkitError
+from iclkit.data.tasks import TaskData, TaskSpec
+from iclkit.paths import data_dir
+from iclkit.types import Example
 
 Row = Mapping[str, Any]
 
@@ -183,7 +184,7 @@ def _local_source(spec: TaskSpec, src: Mapping[str, Any]) -> TaskData:
 
 
 def _hub_source(spec: TaskSpec, src: Mapping[str, Any]) -> TaskData:
-    from . import hub
+    from iclkit import hub
 
     ident = str(src["id"])
     if not hub.reachable():
@@ -205,7 +206,7 @@ def _hub_source(spec: TaskSpec, src: Mapping[str, Any]) -> TaskData:
 
 
 def _builtin_source(spec: TaskSpec, src: Mapping[str, Any]) -> TaskData:
-    from . import builtin
+    from iclkit.data import builtin
 
     return builtin.load(spec, src)
 

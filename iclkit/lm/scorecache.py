@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import IclkitError
-from .lm.base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from iclkit.errors import IclkitError
+from iclkit.lm.base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest
 
 CACHE_VERSION = 1
 _CHUNK = 500  # keys per SELECT, below sqlite's bound-parameter limit
@@ -23,7 +23,7 @@ _CHUNK = 500  # keys per SELECT, below sqlite's bound-parameter limit
 
 def default_path() -> Path:
     """``$ICLKIT_CACHE/scores.sqlite`` (``~/.cache/iclkit`` by default)."""
-    from .lm.loading import cache_dir
+    from iclkit.paths import cache_dir
 
     return cache_dir() / "scores.sqlite"
 

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from iclkit.errors import IclkitError
+from iclkit.files import read_yaml
+from iclkit.paths import shipped_dir
 
-from .errors import IclkitError
-from .types import Example, TaskType
-
-PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_KINDS = ("data_dir", "local", "hub", "builtin")
-
-
-def data_file(kind: str) -> Path:
-    """Folder of iclkit's shipped data files (``tasks`` or ``prompts``), installed or in a source checkout."""
-    for candidate in (PACKAGE_DIR / kind, PACKAGE_DIR.parent / kind):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"iclkit's {kind}/ folder is missing from the installation")
-
-
-def data_dir() -> Path | None:
-    """The benchmark data folder: $ICLKIT_DATA_DIR, else ../shared/data when it exists."""
-    env = os.environ.get("ICLKIT_DATA_DIR")
-    if env:
-        return Path(env)
-    for base in (Path.cwd(), PACKAGE_DIR.parent):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return None
-
+from iclkit.types import Example, TaskType
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -127,21 +104,12 @@ def parse_spec(raw: Any, file: str) -> TaskSpec:
 
 def read_spec(path: str | Path) -> TaskSpec:
     """Read a task YAML file (safe_load: data only, no tags that build objects)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise IclkitError(f"cannot read task file: {e.strerror}", file=str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise IclkitError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(path),
-                          line=mark.line + 1 if mark else None) from None
-    return parse_spec(raw, str(path))
+    return parse_spec(read_yaml(path, "task file"), str(path))
 
 
 def registry() -> dict[str, Path]:
     """Registered task names → their YAML files (the ``tasks/`` folder)."""
-    return {p.stem: p for p in sorted(data_file("tasks").glob("*.yaml"))}
+    return {p.stem: p for p in sorted(shipped_dir("tasks").glob("*.yaml"))}
 
 
 def local_file_spec(path: Path, text_field: str | None = None, label_field: str | None = None) -> TaskSpec:
@@ -184,6 +152,6 @@ def resolve_spec(task: str | Path | TaskSpec, *, text_field: str | None = None,
 def load_task(task: str | Path | TaskSpec, *, text_field: str | None = None,
               label_field: str | None = None) -> TaskData:
     """Resolve and load a task's examples."""
-    from .sources import load_examples
+    from iclkit.data.sources import load_examples
 
     return load_examples(resolve_spec(task, text_field=text_field, label_field=label_field))
