@@ -11,12 +11,12 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from baselines._common import Featurizer, features_from
+from iclkit.baselines.common import Featurizer, features_from
 
 Mode = Literal["vote", "softmax"]
 
@@ -46,7 +46,7 @@ class KNN:
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "k": self.k, "mode": self.mode, "temperature": self.temperature,
-                "features": self.featurize.key}
+                "backbone": self.featurize.description, "features": self.featurize.key}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "KNNAdapted":
         return KNNAdapted(self, self.featurize(support), label_index(support, labels), tuple(labels))
@@ -67,8 +67,9 @@ class KNNAdapted:
         return row_predictions(queries, self.labels, out)
 
 
-@register("knn")
+OPTIONS = OptionSpec(KNN, ("k", "mode", "temperature"), prefix="knn")
+
+
+@register("knn", options=OPTIONS)
 def _make(ctx: MethodContext) -> KNN:
-    o = ctx.options
-    return KNN(features_from(ctx), k=int(o.get("knn_k", 5)), mode=o.get("knn_mode", "vote"),
-               temperature=float(o.get("knn_temperature", 0.1)))
+    return KNN(features_from(ctx), **ctx.learner_options(OPTIONS))

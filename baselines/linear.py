@@ -14,12 +14,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from baselines._common import Featurizer, features_from
+from iclkit.baselines.common import Featurizer, features_from
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> LogisticRegression:
@@ -37,7 +37,7 @@ class Linear:
     name: str = "linear"
 
     def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "C": self.c, "features": self.featurize.key}
+        return {"method": self.name, "C": self.c, "backbone": self.featurize.description, "features": self.featurize.key}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "LinearAdapted":
         model = fit_logistic(self.featurize(support), label_index(support, labels), len(labels), self.c)
@@ -57,6 +57,9 @@ class LinearAdapted:
         return row_predictions(queries, self.labels, out)
 
 
-@register("linear")
+OPTIONS = OptionSpec(Linear, ("c",), prefix="linear")
+
+
+@register("linear", options=OPTIONS)
 def _make(ctx: MethodContext) -> Linear:
-    return Linear(features_from(ctx), c=float(ctx.options.get("linear_c", 1.0)))
+    return Linear(features_from(ctx), **ctx.learner_options(OPTIONS))

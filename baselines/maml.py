@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from baselines._common import Arrays, Featurizer, OuterLoop, Params, features_from, loop_from, meta_fit
+from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, features_from, meta_fit
 
 
 def mlp(dim: int, hidden: int, n_way: int) -> nn.Module:
@@ -75,7 +75,7 @@ class MAML:
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "hidden": self.hidden, "inner_steps": self.inner_steps, "inner_lr": self.inner_lr,
-                "first_order": self.first_order, "meta_train": vars(self.loop), "features": self.featurize.key}
+                "first_order": self.first_order, "meta_train": vars(self.loop), "backbone": self.featurize.description, "features": self.featurize.key}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
         self.n_way = self.n_way or len(episodes[0].labels)
@@ -115,14 +115,13 @@ class MAMLAdapted:
         return row_predictions(queries, self.labels, out)
 
 
+OPTIONS = OptionSpec(MAML, ("hidden", "inner_steps", "inner_lr", "loop"), prefix="maml")
+
+
 def _make(ctx: MethodContext, first_order: bool) -> MAML:
-    o = ctx.options
-    name = "fomaml" if first_order else "maml"
-    return MAML(features_from(ctx), hidden=int(o.get("maml_hidden", 64)),
-                inner_steps=int(o.get("maml_inner_steps", 5)), inner_lr=float(o.get("maml_inner_lr", 0.1)),
-                first_order=first_order, loop=loop_from(ctx, "maml", OuterLoop(steps=300, lr=1e-3, meta_batch=4)),
-                seed=ctx.seed, name=name, progress=bool(o.get("progress", True)))
+    return MAML(features_from(ctx), first_order=first_order, seed=ctx.seed, name="fomaml" if first_order else "maml",
+                progress=ctx.progress, **ctx.learner_options(OPTIONS))
 
 
-register("maml")(lambda ctx: _make(ctx, first_order=False))
-register("fomaml")(lambda ctx: _make(ctx, first_order=True))
+register("maml", options=OPTIONS)(lambda ctx: _make(ctx, first_order=False))
+register("fomaml", options=OPTIONS)(lambda ctx: _make(ctx, first_order=True))

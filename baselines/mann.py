@@ -29,11 +29,11 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch.nn import functional as F
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext
 
-from baselines._common import Arrays, OuterLoop, Params, features_from, loop_from
-from baselines._sequence import SequenceLearner, stacked
+from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from
+from iclkit.baselines.sequence import SequenceLearner, stacked
 
 
 class Shape(NamedTuple):
@@ -179,11 +179,9 @@ class MANN(SequenceLearner):
         return {**super().weights_config(shape), "memory": "key-value"}
 
 
-@register("mann")
+OPTIONS = OptionSpec(MANN, ("hidden", "slots", "width", "heads", "input_dim", "input_noise", "loop"), prefix="mann")
+
+
+@register("mann", options=OPTIONS)
 def _make(ctx: MethodContext) -> MANN:
-    o = ctx.options
-    return MANN(features_from(ctx), hidden=int(o.get("mann_hidden", MANN.hidden)),
-                slots=int(o.get("mann_slots", MANN.slots)), width=int(o.get("mann_width", MANN.width)),
-                heads=int(o.get("mann_heads", MANN.heads)), input_dim=int(o.get("mann_input_dim", MANN.input_dim)),
-                input_noise=float(o.get("mann_input_noise", MANN.input_noise)),
-                loop=loop_from(ctx, "mann", MANN.loop), seed=ctx.seed, progress=bool(o.get("progress", True)))
+    return MANN(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **ctx.learner_options(OPTIONS))

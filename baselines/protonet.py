@@ -11,12 +11,12 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from baselines._common import Arrays, Featurizer, OuterLoop, Params, features_from, loop_from, meta_fit
+from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, features_from, meta_fit
 
 Metric = Literal["sqeuclidean", "cosine"]
 
@@ -45,7 +45,7 @@ class ProtoNet:
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "metric": self.metric, "projection_dim": self.projection_dim,
-                "features": self.featurize.key, **({"meta_train": vars(self.loop)} if self.projection_dim else {})}
+                "backbone": self.featurize.description, "features": self.featurize.key, **({"meta_train": vars(self.loop)} if self.projection_dim else {})}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
         if not self.projection_dim:
@@ -90,13 +90,15 @@ class ProtoAdapted:
         return row_predictions(queries, self.labels, out)
 
 
-def _make(ctx: MethodContext, name: str, projection_dim: int) -> ProtoNet:
-    o = ctx.options
-    return ProtoNet(features_from(ctx), metric=o.get("protonet_metric", "sqeuclidean"),
-                    projection_dim=projection_dim, seed=ctx.seed, name=name,
-                    loop=loop_from(ctx, "protonet", OuterLoop(steps=300, lr=1e-3, meta_batch=8)),
-                    progress=bool(o.get("progress", True)))
+PLAIN = OptionSpec(ProtoNet, ("metric",), prefix="protonet")
+PROJECTED = OptionSpec(ProtoNet, ("metric", "projection_dim", "loop"), prefix="protonet",
+                       defaults={"projection_dim": 128}, aliases={"dim": "projection_dim"})
 
 
-register("protonet")(lambda ctx: _make(ctx, "protonet", 0))
-register("protonet-proj")(lambda ctx: _make(ctx, "protonet-proj", int(ctx.options.get("protonet_dim", 128))))
+def _make(ctx: MethodContext, name: str, spec: OptionSpec) -> ProtoNet:
+    return ProtoNet(features_from(ctx), seed=ctx.seed, name=name, progress=ctx.progress,
+                    **ctx.learner_options(spec))
+
+
+register("protonet", options=PLAIN)(lambda ctx: _make(ctx, "protonet", PLAIN))
+register("protonet-proj", options=PROJECTED)(lambda ctx: _make(ctx, "protonet-proj", PROJECTED))

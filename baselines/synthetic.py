@@ -16,6 +16,7 @@ class Lookup:
     """A featurizer over synthetic examples: each example id maps to its vector."""
 
     key: str = "synthetic"
+    description: str = "synthetic Gaussian clusters"
     vectors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __call__(self, examples):

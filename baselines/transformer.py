@@ -17,11 +17,11 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch.nn import functional as F
 
-from iclkit.learners import register
+from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext
 
-from baselines._common import Arrays, OuterLoop, Params, features_from, loop_from
-from baselines._sequence import SequenceLearner, stacked
+from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from
+from iclkit.baselines.sequence import SequenceLearner, stacked
 
 
 class Shape(NamedTuple):
@@ -99,13 +99,11 @@ class InContextTransformer(SequenceLearner):
     query_logits = staticmethod(forward)
 
 
-@register("transformer")
+OPTIONS = OptionSpec(InContextTransformer, ("width", "layers", "heads", "input_dim", "input_noise", "loop"),
+                     prefix="transformer")
+
+
+@register("transformer", options=OPTIONS)
 def _make(ctx: MethodContext) -> InContextTransformer:
-    o = ctx.options
-    d = InContextTransformer
-    return InContextTransformer(
-        features_from(ctx), width=int(o.get("transformer_width", d.width)),
-        layers=int(o.get("transformer_layers", d.layers)), heads=int(o.get("transformer_heads", d.heads)),
-        input_dim=int(o.get("transformer_input_dim", d.input_dim)),
-        input_noise=float(o.get("transformer_input_noise", d.input_noise)),
-        loop=loop_from(ctx, "transformer", d.loop), seed=ctx.seed, progress=bool(o.get("progress", True)))
+    return InContextTransformer(features_from(ctx), seed=ctx.seed, progress=ctx.progress,
+                                **ctx.learner_options(OPTIONS))

@@ -103,10 +103,10 @@ def bench(shape: str, a: argparse.Namespace, tok) -> dict:
     lm = HFCausalLM(model, tok, batch_size=a.batch_size, info={"dtype": a.dtype})
     eps = workload(Path(a.data) if a.data else None, a.episodes, a.queries, a.shots, a.seed)
     requests = [[LoglikelihoodRequest(p, q, " " + lab) for q in qs for lab in LABELS] for p, qs in eps]
-    naive = [lm.request_ids(r.prefix, r.context) + lm.encode(r.continuation) for rs in requests for r in rs]
+    naive = [lm.request_ids(r.prefix, r.context) + lm.tokenize(r.continuation) for rs in requests for r in rs]
     n_naive = sum(len(s) for s in naive)
     n_unique = sum(len(lm.split(p, "")[0]) + sum(len(lm.split(p, q)[1]) + 1 for q in qs) for p, qs in eps)
-    # warm-up: kernels, allocator, and the automatic batch size's back-off if it needs one
+    # warm-up: kernels and allocator (an out-of-memory back-off lasts one call: pass --batch-size where 512 rows do not fit)
     lm.loglikelihood(requests[0])
     lm.loglikelihood([r for rs in requests[:a.episodes_per_call] for r in rs])
     raw_forward(model, naive[:a.raw_batch], a.raw_batch, a.device, lm.pad_id)
@@ -158,7 +158,8 @@ def main() -> None:
 
     if a.tokenizer is None:
         ensure_importable()
-        from iclkit.lm.loading import ModelSpec, resolve
+        from iclkit.lm.spec import ModelSpec
+        from iclkit.lm.weights import resolve
 
         a.tokenizer = str(resolve(ModelSpec())[0])
     tok = AutoTokenizer.from_pretrained(a.tokenizer)

@@ -234,11 +234,12 @@ def main() -> None:
     if a.model is None or a.data is None:
         ensure_importable()
     if a.model is None:
-        from iclkit.lm.loading import ModelSpec, resolve
+        from iclkit.lm.spec import ModelSpec
+        from iclkit.lm.weights import resolve
 
         a.model = str(resolve(ModelSpec())[0])
     if a.data is None:
-        from iclkit.data.tasks import data_dir
+        from iclkit.paths import data_dir
 
         a.data = str(Path(data_dir()) / "sst2")
     systems = [s for s in a.systems.split(",") if s]

@@ -12,12 +12,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _WHERE = {
-    "EpisodeConfig": "episodes", "read_episodes": "episodes", "sample_episodes": "episodes",
-    "write_episodes": "episodes", "IclkitError": "errors", "Learner": "learners", "MethodContext": "learners",
-    "register": "learners", "GenerationRequest": "lm", "LoglikelihoodRequest": "lm", "ModelSpec": "lm",
-    "load_lm": "lm", "PromptTemplate": "prompts", "load_prompt": "prompts", "RunConfig": "runner.execute",
-    "RunResult": "runner.execute", "evaluate": "runner.execute", "run": "runner.execute", "TaskData": "data.tasks",
-    "TaskSpec": "data.tasks", "load_task": "data.tasks", "Episode": "types", "EpisodeResult": "types", "Example": "types", "Prediction": "types",
+    "Episode": "types", "EpisodeResult": "types", "Example": "types", "Prediction": "types",
+    "IclkitError": "errors",
+    "TaskData": "data.spec", "TaskSpec": "data.spec", "load_task": "data.tasks",
+    "EpisodeConfig": "episodes", "read_episodes": "episodes", "sample_episodes": "episodes", "write_episodes": "episodes",
+    "PromptTemplate": "prompts", "load_prompt": "prompts",
+    "LM": "lm", "GenerationRequest": "lm", "LoglikelihoodRequest": "lm", "ModelSpec": "lm", "load_lm": "lm",
+    "register_backend": "lm",
+    "Capabilities": "learners", "Learner": "learners", "MethodContext": "learners", "register": "learners",
+    "RunConfig": "runner.config", "RunResult": "runner.execute", "evaluate": "runner.execute", "run": "runner.execute",
 }
 
 __all__ = sorted(_WHERE)

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from iclkit.errors import IclkitError
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "task": None, "model": "smollm2-135m-instruct", "revision": None, "dtype": "auto", "quantization": "none",
-    "device": "auto", "batch_size": 0, "shots": "0,1,4", "episodes": 12, "n_way": None, "n_query": 16, "seed": 0,
-    "methods": "icl,protonet,maml,fomaml,mann,transformer,knn,linear", "prompt": None, "normalize": "sum",
-    "chat": False, "out": None, "text_field": None,
-    "label_field": None, "embed": "lm", "embed_layer": -1, "pooling": "mean", "meta_train_tasks": None,
-    "meta_episodes": 1000, "meta_pool": 256, "meta_steps": None, "trust_remote_code": False, "progress": True, "score_cache": None,
-}
-
-
-def _ints(text: Any, name: str) -> tuple[int, ...]:
-    items = text if isinstance(text, list) else str(text).split(",")
-    try:
-        return tuple(int(str(x).strip()) for x in items if str(x).strip())
-    except ValueError:
-        raise IclkitError(f"expected comma-separated integers, got {text!r}", field=name) from None
-
-
-def _names(text: Any) -> tuple[str, ...]:
-    items = text if isinstance(text, list) else str(text).split(",")
-    return tuple(str(x).strip() for x in items if str(x).strip())
+# Options of `iclkit run` that are not part of the run's configuration (where to write, progress, score cache).
+_CLI_ONLY = ("out", "progress", "score_cache")
+_NOT_OPTIONS = ("func", "command", "debug", "config", "set")
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -37,54 +22,42 @@ def _read_config(path: str) -> dict[str, Any]:
     raw = read_yaml(path, "config") or {}
     if not isinstance(raw, dict):
         raise IclkitError("a config file must hold a mapping", file=path)
+    return {str(key).replace("-", "_"): value for key, value in raw.items()}
+
+
+def _set_options(pairs: Sequence[str] | None) -> dict[str, Any]:
     out = {}
-    for key, value in raw.items():
-        norm = str(key).replace("-", "_")
-        if norm not in RUN_DEFAULTS:
-            raise IclkitError("unknown option", file=path, field=str(key))
-        out[norm] = value
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise IclkitError(f"expected NAME=VALUE, got {pair!r}", field="set")
+        out[name.strip().replace("-", "_")] = value.strip()
     return out
 
 
-def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults < --config file < explicit command-line options."""
-    opts = dict(RUN_DEFAULTS)
-    if args.config:
-        opts.update(_read_config(args.config))
-    opts.update({k: v for k, v in vars(args).items() if k in RUN_DEFAULTS and v is not None})
-    return opts
+def _default_out(tasks: Sequence[str], model: str) -> Path:
+    """runs/<tasks>-<model>-<timestamp>/ in the working directory."""
+    slug = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[:60] or "run"  # noqa: E731
+    return Path("runs") / f"{slug('+'.join(Path(t).stem for t in tasks))}-{slug(Path(model).name)}-" \
+                          f"{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iclkit.episodes import EpisodeConfig
-    from iclkit.lm.loading import ModelSpec
-    from iclkit.runner.execute import DEFAULT_TASKS, RunConfig, run
-
-    o = _run_options(args)
-    config = RunConfig(
-        tasks=_names(o["task"]) if o["task"] else DEFAULT_TASKS,
-        model=ModelSpec(name=o["model"], revision=o["revision"], dtype=o["dtype"], quantization=o["quantization"],
-                        device=o["device"], trust_remote_code=bool(o["trust_remote_code"]),
-                        batch_size=int(o["batch_size"])),
-        episodes=EpisodeConfig(shots=_ints(o["shots"], "shots"), n_episodes=int(o["episodes"]),
-                               n_way=int(o["n_way"]) if o["n_way"] else None, n_query=int(o["n_query"]),
-                               seed=int(o["seed"])),
-        methods=_names(o["methods"]), prompt=o["prompt"],
-        options={"normalize": o["normalize"], "chat": bool(o["chat"]), "embed": str(o["embed"]),
-                 "embed_layer": int(o["embed_layer"]), "pooling": o["pooling"],
-                 "meta_episodes": int(o["meta_episodes"]), "meta_pool": int(o["meta_pool"]),
-                 **({"meta_train_tasks": _names(o["meta_train_tasks"])} if o["meta_train_tasks"] else {}),
-                 **({"meta_steps": int(o["meta_steps"])} if o["meta_steps"] else {})},
-        text_field=o["text_field"], label_field=o["label_field"],
-    )
+    from iclkit.runner.config import RunConfig
     from iclkit.runner.distributed import world
+    from iclkit.runner.execute import run
 
-    result = run(config, o["out"], progress=bool(o["progress"]), score_cache=_score_cache(o["score_cache"]))
+    given = _read_config(args.config) if args.config else {}
+    given.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None})
+    given.update(_set_options(args.set))
+    cli = {k: given.pop(k) for k in _CLI_ONLY if k in given}
+    config = RunConfig.from_options(given, file=args.config if args.config else None)
+    out = cli.get("out") or _default_out(config.tasks, config.model.name)
+    result = run(config, out, progress=bool(cli.get("progress", True)), score_cache=_score_cache(cli.get("score_cache")))
     if not world().main:
         return 0  # rank 0 alone prints and writes
     print(result.table())
-    if o["out"]:
-        print(f"\nwrote {o['out']}/ (records.jsonl, episodes.jsonl, manifest.json, summary.json)")
+    print(f"\nwrote {out}/ (records.jsonl, episodes.jsonl, manifest.json, summary.json)")
     return 0
 
 
@@ -99,9 +72,11 @@ def _score_cache(value: Any) -> str | None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from iclkit.export.leaderboard import build, render, write
+    from iclkit.analysis.paired import DEFAULT_REFERENCE
+    from iclkit.export.formats import render, write
+    from iclkit.export.leaderboard import build
 
-    board = build(args.runs, metrics=args.metric or (), reference=args.reference)
+    board = build(args.runs, metrics=args.metric or (), reference=args.reference or DEFAULT_REFERENCE)
     if args.out:
         print(f"wrote {write(board, args.format, args.out)}")
     else:
@@ -121,6 +96,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; method, backend and format choices come from their registries."""
+    from iclkit import learners
+    from iclkit.lm.registry import available_backends
+    from iclkit.analysis.paired import DEFAULT_REFERENCE
+    from iclkit.runner.config import DEFAULT_METHODS
+
     parser = argparse.ArgumentParser(prog="iclkit", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
     sub = parser.add_subparsers(dest="command")
@@ -128,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML file with the same options (command-line options win)")
     r.add_argument("--task", help="registered name(s), task .yaml, or .jsonl/.csv file; comma-separated")
     r.add_argument("--model", help="'smollm2-135m-instruct' (embedded), hub id, local folder, or .gguf file")
+    r.add_argument("--backend", choices=available_backends(), help="LM backend (default: hf, transformers)")
     r.add_argument("--revision", help="hub revision (branch, tag or commit)")
     r.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
     r.add_argument("--quantization", choices=["none", "8bit", "4bit"], help="bitsandbytes quantization")
@@ -138,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-way", type=int, help="classes per episode (default: all of the task's)")
     r.add_argument("--n-query", type=int, help="queries per episode")
     r.add_argument("--seed", type=int)
-    r.add_argument("--methods", help="comma-separated methods: icl, protonet, protonet-proj, maml, fomaml, mann, "
-                                     "transformer, knn, linear")
+    r.add_argument("--methods", help=f"comma-separated methods: {', '.join(learners.available())} (default: "
+                                     f"{','.join(DEFAULT_METHODS)})")
+    r.add_argument("--reference", help=f"method the others are compared with (default: {DEFAULT_REFERENCE})")
+    r.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a learner option, e.g. knn_k=10 or maml_inner_lr=0.05 (repeatable; see README)")
     r.add_argument("--embed", help="baselines' embeddings: 'lm' (the model's hidden states), 'minilm' (offline "
                                    "all-MiniLM-L6-v2), or a HF encoder id / folder")
     r.add_argument("--embed-layer", type=int, help="hidden-state layer for --embed lm (0 = embeddings, -1 = last)")
@@ -151,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt", help="prompt name or .yaml file (default: the task's own)")
     r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")
     r.add_argument("--chat", action="store_true", default=None, help="wrap prompts in the model's chat template")
-    r.add_argument("--out", help="output folder (written only when the run succeeds)")
+    r.add_argument("--out", help="output folder, written only when the run succeeds "
+                                 "(default: runs/<tasks>-<model>-<timestamp>)")
     r.add_argument("--text-field", help="input field(s) of a .jsonl/.csv task, comma-separated")
     r.add_argument("--label-field", help="label field of a .jsonl/.csv task")
     r.add_argument("--trust-remote-code", action="store_true", default=None)
@@ -159,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--score-cache", nargs="?", const="default", metavar="FILE",
                    help="reuse LM scores from a sqlite cache (default file: $ICLKIT_CACHE/scores.sqlite)")
     r.set_defaults(func=cmd_run)
+    from iclkit.export.formats import available_formats  # formats registered before main() are offered too
+
     lb = sub.add_parser("leaderboard", help="merge run folders into one table (md, csv, json) or HTML report")
     lb.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by `iclkit run --out`")
-    lb.add_argument("--format", choices=["md", "csv", "json", "html"], default="md")
+    lb.add_argument("--format", choices=available_formats(), default="md",
+                    help="built-in or registered with iclkit.export.formats.register_format")
     lb.add_argument("--out", help="output file (default: standard output)")
     lb.add_argument("--metric", action="append", metavar="PATH",
                     help="your own `evaluate` metric script (.py) or folder; repeatable")
-    lb.add_argument("--reference", default="icl", help="method the paired comparisons are made against")
+    lb.add_argument("--reference", help="method the paired comparisons are made against (default: ICL)")
     lb.set_defaults(func=cmd_leaderboard)
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)

@@ -12,24 +12,31 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from iclkit import resources
 from iclkit.errors import IclkitError
 from iclkit.files import atomic_write
+from iclkit.lm.base import LM, Pooling
+from iclkit.lm.hidden import pooled
 from iclkit.paths import cache_dir
 from iclkit.types import Example, stable_hash
 
-Pooling = Literal["mean", "last"]
 MINILM = "minilm"
+MINILM_NAME = "all-MiniLM-L6-v2"  # what the embedded sentence encoder is called in the literature
 
 
 class Encoder(Protocol):
-    """Turns a batch of texts into one vector each; ``key`` names everything that changes the vectors."""
+    """Turns a batch of texts into one vector each; ``key`` names everything that changes the vectors,
+    ``description`` says which backbone it is in words (for reports)."""
 
     key: Mapping[str, Any]
+
+    @property
+    def description(self) -> str: ...
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor: ...
 
@@ -39,23 +46,13 @@ def text_of(example: Example) -> str:
     return " ".join(str(v) for v in example.fields.values())
 
 
-def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """Pool right-padded hidden states [B, T, D] over the real tokens."""
-    if pooling == "last":
-        last = mask.sum(1) - 1
-        return hidden[torch.arange(hidden.shape[0]), last]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-
-
-@dataclass
+@dataclass(frozen=True)
 class LMEncoder:
-    """Hidden states of layer ``layer`` (0 = token embeddings, -1 = last) of a causal LM (an HFCausalLM)."""
+    """Hidden states of layer ``layer`` (0 = token embeddings, -1 = last) of any ``LM``, through its protocol."""
 
-    lm: Any
+    lm: LM
     layer: int = -1
     pooling: Pooling = "mean"
-    batch_size: int = 16
     max_tokens: int = 256
 
     @property
@@ -64,21 +61,13 @@ class LMEncoder:
         return {"kind": "lm", "model": info.get("model"), "weights": info.get("weights_sha256"),
                 "dtype": info.get("dtype"), "layer": self.layer, "pooling": self.pooling, "max_tokens": self.max_tokens}
 
-    def __post_init__(self) -> None:
-        while not hasattr(getattr(self.lm, "model", None), "config") and hasattr(self.lm, "lm"):
-            self.lm = self.lm.lm  # unwrap score caches and other LM wrappers down to the HFCausalLM
+    @property
+    def description(self) -> str:
+        """E.g. ``smollm2-135m-instruct layer -1 mean``."""
+        return f"{self.lm.describe().get('model')} layer {self.layer} {self.pooling}"
 
-    @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        tok, model = self.lm.tokenizer, self.lm.model
-        n_layers = model.config.num_hidden_layers
-        if not -n_layers - 1 <= self.layer <= n_layers:
-            raise IclkitError(f"layer {self.layer} out of range for a {n_layers}-layer model", field="embed_layer")
-        lead = list(getattr(self.lm, "lead", []))
-        seqs = [(lead + list(tok(t, add_special_tokens=False)["input_ids"]))[: self.max_tokens] or [self.lm.pad_id]
-                for t in texts]
-        body = getattr(model, "base_model", model)  # the transformer without its LM head: no vocabulary logits
-        return _batched(seqs, self.batch_size, self.lm.pad_id, body, self.layer, self.pooling)
+        return self.lm.hidden_states(texts, layer=self.layer, pooling=self.pooling, max_tokens=self.max_tokens)
 
 
 @dataclass
@@ -97,39 +86,27 @@ class HFEncoder:
         return {"kind": "encoder", "model": self.name, "pooling": "mean", "normalize": True,
                 "max_tokens": self.max_tokens}
 
+    @property
+    def description(self) -> str:
+        """all-MiniLM-L6-v2 for the embedded encoder, else the hub id or the folder's name."""
+        if self.name == resources.MINILM_DIR.requirement:
+            return MINILM_NAME
+        return Path(self.name).name if Path(self.name).is_absolute() else self.name
+
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         if self._model is None:
             from transformers import AutoModel, AutoTokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.folder)
-            self._model = AutoModel.from_pretrained(self.folder, dtype=torch.float32).eval()
+            from iclkit.lm.hf import quiet_transformers
+
+            with quiet_transformers():
+                self._tok = AutoTokenizer.from_pretrained(self.folder)
+                self._model = AutoModel.from_pretrained(self.folder, dtype=torch.float32).eval()
         seqs = [list(self._tok(t, truncation=True, max_length=self.max_tokens)["input_ids"]) for t in texts]
         pad = self._tok.pad_token_id or 0
-        out = _batched(seqs, self.batch_size, pad, self._model, -1, "mean")
+        out = pooled(self._model, seqs, pad=pad, layer=-1, pooling="mean", batch_size=self.batch_size)
         return torch.nn.functional.normalize(out, dim=-1)
-
-
-def _batched(seqs: Sequence[list[int]], batch_size: int, pad: int, model: Any, layer: int,
-             pooling: Pooling) -> torch.Tensor:
-    """Right-padded, length-sorted batches; masked pooling makes each vector independent of its batch."""
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out: list[torch.Tensor | None] = [None] * len(seqs)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(seqs[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[row, :len(seqs[i])] = 1
-        res = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        hidden = res.hidden_states[layer].float()
-        pooled = _pool(hidden, mask.to(device), pooling).cpu()
-        for row, i in enumerate(idx):
-            out[i] = pooled[row]
-    return torch.stack(out) if out else torch.zeros(0)  # type: ignore[arg-type]
 
 
 def _sha(text: str) -> str:
@@ -218,6 +195,11 @@ class Features:
         c = "none" if self.center is None else stable_hash([round(float(x), 5) for x in self.center[:64]])
         return f"{self.cache.key}-{c}"
 
+    @property
+    def description(self) -> str:
+        """The backbone in words, e.g. ``smollm2-135m-instruct layer -1 mean`` or ``all-MiniLM-L6-v2``."""
+        return self.cache.encoder.description
+
     def __call__(self, examples: Sequence[Example]) -> torch.Tensor:
         x = self.cache.embed([text_of(e) for e in examples])
         if self.center is None:
@@ -230,9 +212,6 @@ class Features:
         return Features(self.cache, self.cache.embed([text_of(e) for e in examples]).mean(0))
 
 
-_CACHES: dict[str, EmbeddingCache] = {}
-
-
 def encoder_for(embed: str, *, get_lm: Callable[[], Any] | None = None, layer: int = -1,
                 pooling: Pooling = "mean") -> Encoder:
     """'lm' (the run's causal LM), 'minilm' (offline all-MiniLM-L6-v2), or a HF encoder id / local folder."""
@@ -241,21 +220,20 @@ def encoder_for(embed: str, *, get_lm: Callable[[], Any] | None = None, layer: i
             raise IclkitError("embed='lm' needs the run's language model", field="embed")
         return LMEncoder(get_lm(), layer=layer, pooling=pooling)
     if embed == MINILM:
-        from iclkit import resources
-
         folder = resources.ensure(resources.MINILM_DIR).parent
         return HFEncoder(str(folder), name=resources.MINILM_DIR.requirement)
     path = Path(embed).expanduser()
     if path.is_dir():
         return HFEncoder(str(path), name=str(path.resolve()))
-    from iclkit.lm.loading import _from_hub
+    from iclkit.lm.weights import from_hub
 
-    return HFEncoder(str(_from_hub(embed, None)), name=embed)
+    return HFEncoder(str(from_hub(embed)), name=embed)
 
 
-def shared_cache(encoder: Encoder, *, progress: bool = True) -> EmbeddingCache:
-    """One cache object per encoder key in this process, so methods of one run share the in-memory vectors."""
+def cache_for(encoder: Encoder, caches: dict[str, Any], *, progress: bool = True) -> EmbeddingCache:
+    """The cache for ``encoder`` in ``caches`` (one dict per run, so a run's methods share in-memory vectors and
+    nothing, models included, outlives the run)."""
     key = stable_hash(dict(encoder.key))
-    if key not in _CACHES:
-        _CACHES[key] = EmbeddingCache(encoder, progress=progress)
-    return _CACHES[key]
+    if key not in caches:
+        caches[key] = EmbeddingCache(encoder, progress=progress)
+    return caches[key]

@@ -15,8 +15,8 @@ from typing import Iterable, Literal, Sequence
 
 from iclkit.errors import IclkitError
 from iclkit.files import write_jsonl
-from iclkit.data.tasks import TaskData
-from iclkit.types import Episode, Example, episodes_hash
+from iclkit.data.spec import TaskData
+from iclkit.types import Episode, Example, content_key, episodes_hash
 
 QueryBalance = Literal["balanced", "natural"]
 
@@ -26,7 +26,7 @@ class EpisodeConfig:
     """How episodes are drawn. ``n_way=None`` uses all of the task's labels."""
 
     shots: tuple[int, ...] = (0, 1, 4)
-    n_episodes: int = 20
+    n_episodes: int = 12
     n_way: int | None = None
     n_query: int = 16
     seed: int = 0
@@ -38,10 +38,6 @@ def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
     for e in examples:
         out.setdefault(e.label, []).append(e)
     return out
-
-
-def _key(e: Example) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(e.fields.items()))
 
 
 def _pick_queries(rng: random.Random, pools: dict[str, list[Example]], labels: Sequence[str], n: int,
@@ -63,8 +59,14 @@ def sample_episodes(task: TaskData, config: EpisodeConfig) -> list[Episode]:
     """All episodes for every shot count, ordered by (episode index, shots)."""
     if config.n_episodes < 1 or config.n_query < 1:
         raise IclkitError("n_episodes and n_query must be at least 1")
+    if not config.shots:
+        raise IclkitError("needs at least one shot count", field="shots")
     if any(k < 0 for k in config.shots):
         raise IclkitError(f"shots must be ≥ 0, got {list(config.shots)}", field="shots")
+    repeated = sorted({k for k in config.shots if config.shots.count(k) > 1})
+    if repeated:  # each (index, shots) pair is one episode id; a repeated count would give two episodes one id
+        raise IclkitError(f"shot count {', '.join(map(str, repeated))} listed more than once in {list(config.shots)}",
+                          field="shots")
     if task.spec.type == "generation":
         return _sample_open(task, config)
     labels = task.labels
@@ -81,10 +83,10 @@ def sample_episodes(task: TaskData, config: EpisodeConfig) -> list[Episode]:
         query = _pick_queries(rng, test, chosen, config.n_query, config.query_balance)
         if not query:
             raise IclkitError(f"task {task.name!r} has no test examples for labels {chosen}")
-        seen = {_key(q) for q in query}
+        seen = {content_key(q) for q in query}
         orders: dict[str, list[Example]] = {}
         for lab in chosen:
-            pool = [e for e in train.get(lab, []) if _key(e) not in seen]  # a demo never repeats a query
+            pool = [e for e in train.get(lab, []) if content_key(e) not in seen]  # a demo never repeats a query
             if len(pool) < k_max:
                 raise IclkitError(
                     f"class {lab!r} of task {task.name!r} has {len(pool)} usable train examples, fewer than k={k_max}",
@@ -107,8 +109,8 @@ def _sample_open(task: TaskData, config: EpisodeConfig) -> list[Episode]:
     for index in range(config.n_episodes):
         rng = random.Random(f"{config.seed}/{task.name}/{index}")
         query = rng.sample(list(task.test), min(config.n_query, len(task.test)))
-        seen = {_key(q) for q in query}
-        demos = rng.sample([e for e in task.train if _key(e) not in seen], k_max)
+        seen = {content_key(q) for q in query}
+        demos = rng.sample([e for e in task.train if content_key(e) not in seen], k_max)
         for k in sorted(config.shots):
             episodes.append(Episode(task=task.name, index=index, shots=k, seed=config.seed, labels=(),
                                     support=tuple(demos[:k]), query=tuple(query)))

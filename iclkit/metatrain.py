@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
 from iclkit.errors import IclkitError
-from iclkit.types import Episode, Example
+from iclkit.learners.options import MetaTrainOptions
+from iclkit.types import Episode, Example, content_key
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,16 @@ class MetaTrainConfig:
     seed: int = 0
 
 
-def _key(e: Example) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(e.fields.items()))
-
-
 def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: MetaTrainConfig,
                   exclude: Iterable[Example] = ()) -> list[Episode]:
     """Episodes from (task name, train examples) pairs; examples equal to any in ``exclude`` are never used."""
-    banned = {_key(e) for e in exclude}
+    banned = {content_key(e) for e in exclude}
     rng = random.Random(f"metatrain/{config.seed}")
     pools: list[tuple[str, dict[str, list[Example]]]] = []
     for name, examples in sources:
         by_label: dict[str, list[Example]] = {}
         for e in examples:
-            if _key(e) not in banned:
+            if content_key(e) not in banned:
                 by_label.setdefault(e.label, []).append(e)
         need = max(config.shots) + config.n_query
         usable = {lab: rng.sample(v, min(len(v), config.pool_per_class)) for lab, v in sorted(by_label.items())
@@ -123,19 +120,16 @@ def save_weights(folder: Path, weights: dict[str, torch.Tensor], info: dict) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def training_episodes(task: Any, evaluation: Sequence[Episode], options: Mapping[str, Any],
+def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTrainOptions,
                       seed: int) -> list[Episode]:
-    """Meta-training episodes for ``task``: from its own train split, or from ``options['meta_train_tasks']``;
+    """Meta-training episodes for ``task``: from its own train split, or from ``options.meta_train_tasks``;
     never containing any of the evaluation episodes' queries."""
     from iclkit.data.tasks import load_task
 
-    names = options.get("meta_train_tasks") or ()
-    names = tuple(n.strip() for n in names.split(",")) if isinstance(names, str) else tuple(names)
+    names = options.meta_train_tasks
     sources = [(t.name, t.train) for t in (load_task(n) for n in names)] if names else [(task.name, task.train)]
     shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
     n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
-    defaults = MetaTrainConfig()
-    config = MetaTrainConfig(n_episodes=int(options.get("meta_episodes", defaults.n_episodes)), n_way=n_way,
-                             shots=shots, n_query=int(options.get("meta_query", defaults.n_query)),
-                             pool_per_class=int(options.get("meta_pool", defaults.pool_per_class)), seed=seed)
+    config = MetaTrainConfig(n_episodes=options.meta_episodes, n_way=n_way, shots=shots, n_query=options.meta_query,
+                             pool_per_class=options.meta_pool, seed=seed)
     return meta_episodes(sources, config, exclude=[q for ep in evaluation for q in ep.query])

@@ -135,6 +135,9 @@ def parse_prompt(raw: Any, file: str) -> PromptTemplate:
         if key in raw and not isinstance(raw[key], str):
             raise IclkitError("must be text", file=file, field=key)
     stop = raw.get("stop", ["\n"])
+    stop = stop if isinstance(stop, list) else [stop]
+    if not all(isinstance(s, str) for s in stop):
+        raise IclkitError("must be text or a list of texts (where generation stops)", file=file, field="stop")
     return PromptTemplate(
         name=str(raw.get("name", Path(file).stem)),
         template=raw["template"],
@@ -142,7 +145,7 @@ def parse_prompt(raw: Any, file: str) -> PromptTemplate:
         separator=raw.get("separator", "\n\n"),
         instruction=raw.get("instruction", ""),
         verbalizer={str(k): v for k, v in verbalizer.items()},
-        stop=tuple(stop if isinstance(stop, list) else [stop]),
+        stop=tuple(stop),
         file=file,
     )
 

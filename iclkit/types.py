@@ -38,6 +38,11 @@ class Example:
         return cls(id=str(d["id"]), fields=dict(d["fields"]), label=str(d["label"]))
 
 
+def content_key(e: Example) -> tuple[tuple[str, str], ...]:
+    """What an example says (its fields, sorted), without id or label: two examples with the same text share it."""
+    return tuple(sorted(e.fields.items()))
+
+
 @dataclass(frozen=True)
 class Episode:
     """An N-way K-shot episode. ``support`` is in demonstration order; ``labels`` are the episode's classes."""

@@ -10,7 +10,10 @@ import subprocess
 import sys
 
 
-from iclkit.runner.distributed import World, gather, shard
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iclkit.runner.distributed import World, gather, merge_shards, shard
 
 # three episodes over two processes: an uneven split (rank 0 runs two, rank 1 one)
 RUN = ["run", "--task", "movie-sentiment", "--shots", "0,1,2", "--episodes", "1", "--n-query", "4",
@@ -27,16 +30,13 @@ def _records(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def test_shard_then_gather_restores_order():
-    blocks = [list(range(7)), [], list("abc")]
-    worlds = [World(rank, 3) for rank in range(3)]
-    shards = [[shard(b, w) for b in blocks] for w in worlds]
-    assert shards[1] == [[1, 4], [], ["b"]]
-    # gather's reassembly, fed the shards that all_gather_object would deliver
-    n = [sum(len(s[j]) for s in shards) for j in range(len(blocks))]
-    rebuilt = [[shards[i % 3][j][i // 3] for i in range(n[j])] for j in range(len(blocks))]
-    assert rebuilt == blocks
-    assert gather(blocks, World()) == blocks
+@given(items=st.lists(st.integers(), max_size=40), size=st.integers(1, 9))
+def test_merging_every_rank_shard_gives_back_the_block(items, size):
+    shards = [shard(items, World(rank, size)) for rank in range(size)]
+    assert sorted(len(s) for s in shards)[-1] - sorted(len(s) for s in shards)[0] <= 1  # balanced
+    assert sorted(x for s in shards for x in s) == sorted(items)  # every item on exactly one rank
+    assert merge_shards(shards) == items
+    assert gather([items, []], World()) == [items, []]
 
 
 def test_two_processes_match_one(tmp_path, data_dir):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from iclkit.embeddings import EmbeddingCache, Features, LMEncoder, text_of
+import pytest
+
+from iclkit.embeddings import MINILM_NAME, EmbeddingCache, Features, HFEncoder, LMEncoder, encoder_for, text_of
+from iclkit.errors import IclkitError
+from iclkit.lm.scorecache import CachedLM
 from iclkit.types import Example
 
 
@@ -12,6 +16,7 @@ class CountingEncoder:
     """A deterministic encoder that records every text it is asked to embed."""
 
     key = {"kind": "test", "model": "char-counts"}
+    description = "character counts"
 
     def __init__(self):
         self.seen: list[str] = []
@@ -47,12 +52,57 @@ def test_features_join_input_fields_and_centre(tmp_path):
     out = centred([ex])
     assert torch.allclose(out.norm(dim=-1), torch.tensor([3 ** 0.5]))
     assert enc.seen == ["a b c", "aaaa b"]
+    assert feats.description == centred.description == "character counts"
+
+
+TEXTS = ["a short one", "a somewhat longer sentence about films", "ok"]
+
+
+def _reference(smol, text: str, layer: int) -> torch.Tensor:
+    """One text alone through the plain transformer (no padding, no batch): its layer's states [T, D]."""
+    ids = torch.tensor([smol.tokenize(text)])
+    with torch.inference_mode():
+        return smol.model.base_model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0].float()
+
+
+@pytest.mark.parametrize("layer", [0, 6, -1])
+def test_lm_hidden_states_equal_one_text_alone(smol, layer):
+    mean = LMEncoder(smol, layer=layer, pooling="mean")(TEXTS)
+    last = LMEncoder(smol, layer=layer, pooling="last")(TEXTS)
+    for i, text in enumerate(TEXTS):
+        ref = _reference(smol, text, layer)
+        assert torch.allclose(mean[i], ref.mean(0), atol=1e-4)
+        assert torch.allclose(last[i], ref[-1], atol=1e-4)
+    assert mean.shape == (3, smol.model.config.hidden_size) and mean.dtype == torch.float32
 
 
 def test_lm_hidden_states_do_not_depend_on_batch_size(smol):
-    texts = ["a short one", "a somewhat longer sentence about films", "ok"]
-    one = LMEncoder(smol, layer=6, pooling="mean", batch_size=1)(texts)
-    three = LMEncoder(smol, layer=6, pooling="mean", batch_size=3)(texts)
-    assert torch.allclose(one, three, atol=1e-4)
-    last = LMEncoder(smol, layer=-1, pooling="last", batch_size=3)(texts)
-    assert last.shape == (3, smol.model.config.hidden_size)
+    old = smol.batch_size
+    try:
+        smol.batch_size = 1
+        one = LMEncoder(smol, layer=6)(TEXTS)
+    finally:
+        smol.batch_size = old
+    assert torch.allclose(one, LMEncoder(smol, layer=6)(TEXTS), atol=1e-4)
+
+
+def test_lm_encoder_goes_through_the_protocol(smol, tmp_path):
+    """A score cache in front of the LM changes nothing: the encoder only calls hidden_states and describe."""
+    direct = LMEncoder(smol, layer=6, pooling="last")
+    cached = LMEncoder(CachedLM(smol, tmp_path / "scores.sqlite"), layer=6, pooling="last")
+    assert torch.equal(direct(TEXTS), cached(TEXTS)) and direct.key == cached.key
+    assert cached.description == "smollm2-135m-instruct layer 6 last"
+    with pytest.raises(IclkitError) as e:
+        LMEncoder(smol, layer=31)(TEXTS)  # SmolLM2-135M has 30 layers: 0..30 and -31..-1
+    assert e.value.field == "embed_layer"
+
+
+def test_minilm_vectors_are_unit_length_batch_independent_and_named(tmp_path):
+    enc = encoder_for("minilm")
+    assert enc.description == MINILM_NAME
+    assert isinstance(enc, HFEncoder) and HFEncoder(enc.folder, name=enc.folder).description == "model"
+    vecs = enc(TEXTS)
+    assert torch.allclose(vecs.norm(dim=-1), torch.ones(3), atol=1e-5)
+    alone = torch.cat([enc([t]) for t in TEXTS])
+    assert torch.allclose(vecs, alone, atol=1e-5)
+    assert Features(EmbeddingCache(enc, tmp_path, progress=False)).description == "all-MiniLM-L6-v2"

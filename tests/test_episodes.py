@@ -8,8 +8,9 @@ import pytest
 
 from iclkit.episodes import EpisodeConfig, read_episodes, sample_episodes, write_episodes
 from iclkit.errors import IclkitError
-from iclkit.data.tasks import TaskData, TaskSpec, load_task
-from iclkit.types import Example, episodes_hash
+from iclkit.data.spec import TaskData, TaskSpec
+from iclkit.data.tasks import load_task
+from iclkit.types import Example, content_key, episodes_hash
 
 
 def toy_task(n_per_class=(10, 10, 10), n_test=30) -> TaskData:
@@ -86,3 +87,23 @@ def test_open_answer_episodes():
     task = load_task("country-capital")
     eps = sample_episodes(task, EpisodeConfig(shots=(0, 3), n_episodes=2, n_query=5))
     assert [len(e.support) for e in eps] == [0, 3, 0, 3] and all(e.labels == () for e in eps)
+
+
+@pytest.mark.parametrize("shots,named", [((1, 1), "1"), ((0, 4, 2, 4, 0), "0, 4"), ((3, 3, 3), "3")])
+def test_a_shot_count_listed_twice_is_refused(shots, named):
+    # Before: --shots 1,1 gave two episodes with one id (toy/k1/e0 twice), which the results could not tell apart.
+    with pytest.raises(IclkitError) as e:
+        sample_episodes(toy_task(), EpisodeConfig(shots=shots, n_episodes=2, n_query=3))
+    assert e.value.field == "shots" and f"shot count {named} listed more than once" in e.value.message
+    with pytest.raises(IclkitError) as e:
+        sample_episodes(load_task("country-capital"), EpisodeConfig(shots=shots, n_episodes=1, n_query=3))
+    assert e.value.field == "shots"
+    with pytest.raises(IclkitError, match="at least one shot count"):
+        sample_episodes(toy_task(), EpisodeConfig(shots=(), n_episodes=1, n_query=3))
+
+
+def test_content_key_is_what_an_example_says():
+    a = Example("x1", {"premise": "p", "hypothesis": "h"}, "yes")
+    assert content_key(a) == (("hypothesis", "h"), ("premise", "p"))
+    assert content_key(Example("other-id", {"hypothesis": "h", "premise": "p"}, "no")) == content_key(a)
+    assert content_key(Example("x1", {"premise": "p", "hypothesis": "h2"}, "yes")) != content_key(a)

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from iclkit.cli import main
+from iclkit.data.rows import to_examples
+from iclkit.data.sources import available_sources
+from iclkit.data.spec import TaskData, TaskSpec
+from iclkit.data.tasks import load_task, parse_spec, read_spec
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
 from iclkit.learners.icl import ICL
 from iclkit.prompts import PromptTemplate, load_prompt, parse_prompt
-from iclkit.data.sources import to_examples
-from iclkit.data.tasks import TaskData, TaskSpec, load_task, parse_spec, read_spec
 from iclkit.types import Example
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,24 +54,123 @@ def test_rows_become_examples_or_clear_errors(rows: list, names: list | None) ->
     assert all(isinstance(e.fields["text"], str) and isinstance(e.label, str) and e.label.strip() for e in examples)
 
 
-lines = st.one_of(
-    st.builds(lambda t, lab: json.dumps({"text": t, "label": lab}, ensure_ascii=False),
-              st.text(max_size=30), st.one_of(st.sampled_from(["pos", "neg"]), json_scalars)),
-    st.text(max_size=30),
-)
+text_value = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
+good_row = st.fixed_dictionaries({"text": text_value.filter(str.strip),
+                                  "label": st.one_of(st.sampled_from(["pos", "neg"]), st.integers(0, 2))},
+                                 optional={"other": json_scalars})
+any_row = st.fixed_dictionaries({}, optional={"text": st.one_of(text_value, json_scalars),
+                                              "label": st.one_of(st.sampled_from(["pos", "neg"]), json_scalars),
+                                              "other": json_scalars})
+bad_json_line = st.one_of(any_row.map(lambda r: json.dumps(r, ensure_ascii=False)),  # a record, maybe a bad one
+                          st.just(""), st.just("  "),  # blank lines are skipped
+                          st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\n"),
+                                  max_size=20))  # anything else on one line
+good_csv_row = st.tuples(text_value.filter(str.strip), st.one_of(st.sampled_from(["pos", "neg"]), text_value))
+bad_csv_row = st.one_of(st.tuples(text_value, text_value),  # blank values
+                        st.lists(text_value, min_size=1, max_size=3).map(tuple))  # maybe the wrong number of values
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(lines, max_size=8), st.sampled_from([".jsonl", ".csv"]))
-def test_local_files_load_or_fail_clearly(tmp_path_factory: pytest.TempPathFactory, content: list,
-                                          suffix: str) -> None:
+@st.composite
+def mostly_good(draw: Any, good: Any, bad: Any) -> list:
+    """Good items with up to two bad ones anywhere, so that files often load and the first bad line is often not
+    the first line."""
+    items = draw(st.lists(good, max_size=8))
+    for _ in range(draw(st.integers(0, 2))):
+        items.insert(draw(st.integers(0, len(items))), draw(bad))
+    return items
+
+
+json_lines = mostly_good(good_row.map(lambda r: json.dumps(r, ensure_ascii=False)), bad_json_line)
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _expected_records(suffix: str, text: str, rows: list) -> tuple[list[tuple[int, Any]], Any]:
+    """Independently of iclkit: each record's (line, values) as written, or the (line, message) of the first record
+    the format itself rejects."""
+    if suffix == ".jsonl":
+        records = []
+        for lineno, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                return records, (lineno, "malformed JSON")
+            if not isinstance(obj, dict):
+                return records, (lineno, "each line must be a JSON object")
+            records.append((lineno, obj))
+        return records, None
+    records, line = [], 2  # the rows as written by csv.writer after the header line
+    for row in rows:
+        one = io.StringIO()
+        csv.writer(one).writerow(row)
+        if len(row) != 2:
+            return records, (line, "values, the header")
+        records.append((line, {"text": row[0], "label": row[1]}))
+        line += len(_BREAK.findall(one.getvalue()))
+    return records, None
+
+
+def _first_bad_value(values: Any) -> str | None:
+    """The field a row fails on, by the documented rules: text non-blank text, label non-blank text or an integer."""
+    text = values.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "text"
+    label = values.get("label")
+    if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label).strip():
+        return "label"
+    return None
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.tuples(st.just(".jsonl"), json_lines),
+                 st.tuples(st.just(".csv"), mostly_good(good_csv_row, bad_csv_row))))
+def test_local_files_load_exactly_or_name_the_first_bad_line(tmp_path_factory: pytest.TempPathFactory,
+                                                             content: tuple[str, list]) -> None:
+    suffix, items = content  # JSON lines, or CSV rows after a text,label header
     path = tmp_path_factory.mktemp("data") / f"task{suffix}"
-    path.write_text("\n".join(content), encoding="utf-8")
+    if suffix == ".jsonl":
+        text = "\n".join(items)
+    else:
+        out = io.StringIO()
+        csv.writer(out).writerows([("text", "label"), *items])
+        text = out.getvalue()
+    path.write_text(text, encoding="utf-8", newline="")
     try:
         task = load_task(path)
-    except IclkitError:
+    except IclkitError as e:
+        error = e
+    else:
+        error = None
+    if "\0" in text:
+        assert error is not None and error.message.startswith("not a UTF-8 text file")
         return
-    assert task.train and task.test
+    text = text.removeprefix("\ufeff")  # a byte order mark is not part of the text
+    if not text.strip():
+        assert error is not None and (error.file, error.message) == (str(path), "file is empty")
+        return
+    records, rejected = _expected_records(suffix, text, items)
+    bad = next(((line, field) for line, values in records if (field := _first_bad_value(values))), None)
+    if bad is not None and (rejected is None or bad[0] < rejected[0]):
+        assert error is not None, f"line {bad[0]} is bad ({bad[1]}) but the file loaded"
+        assert (error.file, error.line, error.field) == (str(path), *bad), error
+        return
+    if rejected is not None:
+        assert error is not None and (error.file, error.line) == (str(path), rejected[0]), error
+        assert rejected[1] in error.message
+        return
+    if not records:
+        assert error is not None and error.file == str(path) and "no rows" in error.message
+        return
+    pairs = Counter((values["text"], str(values["label"])) for _, values in records)
+    held_out = {lab: round(0.5 * n) for lab, n in Counter(lab for _, lab in pairs.elements()).items()}
+    if sum(held_out.values()) in (0, len(records)):  # a stratified half: no queries, or no demonstrations
+        assert error is not None and "both a train and a test part" in error.message
+        return
+    assert error is None, error
+    assert Counter((e.fields["text"], e.label) for e in task.train + task.test) == pairs
+    assert Counter(e.label for e in task.test) == {lab: n for lab, n in held_out.items() if n}
+    assert not {e.id for e in task.train} & {e.id for e in task.test}
 
 
 @SETTINGS
@@ -77,16 +184,97 @@ def test_task_specs_validate_or_fail_clearly(raw: Any) -> None:
     assert spec.inputs and all(isinstance(x, str) for x in spec.inputs)
 
 
+def expected_spec(raw: dict, file: Path) -> dict[str, Any]:
+    """What a task file that parsed says, by the documented format (defaults, one-or-many, prompt files beside
+    the task file), computed from the YAML mapping alone."""
+    inputs, source, prompt = raw.get("inputs", ["text"]), raw["source"], raw.get("prompt", "default")
+    known = {"name", "type", "inputs", "labels", "prompt", "source", "label_field", "description"}
+    return {"name": raw["name"], "type": raw.get("type", "classification"),
+            "inputs": tuple([inputs] if isinstance(inputs, str) else inputs),
+            "labels": tuple(str(x) for x in raw.get("labels", [])),
+            "prompt": os.path.normpath(os.path.join(os.path.abspath(file.parent), prompt))
+            if Path(prompt).suffix in (".yaml", ".yml") else prompt,
+            "sources": tuple([source] if isinstance(source, dict) else source),
+            "label_field": str(raw.get("label_field", "label")), "description": str(raw.get("description", "")),
+            "file": str(file), "extra": {k: v for k, v in raw.items() if k not in known}}
+
+
+def expected_prompt(raw: dict, file: str) -> dict[str, Any]:
+    """What a prompt file that parsed says, by the documented format, computed from the mapping alone."""
+    stop = raw.get("stop", ["\n"])
+    return {"name": str(raw.get("name", Path(file).stem)), "template": raw["template"],
+            "target": raw.get("target", " {label}"), "separator": raw.get("separator", "\n\n"),
+            "instruction": raw.get("instruction", ""), "verbalizer": {str(k): v for k, v in
+                                                                      (raw.get("verbalizer") or {}).items()},
+            "stop": tuple(stop if isinstance(stop, list) else [stop]), "file": file}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, counting NaN (YAML's .nan) equal to itself."""
+    return a == b or json.dumps(a, sort_keys=True, default=repr) == json.dumps(b, sort_keys=True, default=repr)
+
+
+def spec_fields(spec: TaskSpec) -> dict[str, Any]:
+    return {k: getattr(spec, k) for k in ("name", "type", "inputs", "labels", "prompt", "sources", "label_field",
+                                          "description", "file", "extra")}
+
+
+def prompt_fields(prompt: PromptTemplate) -> dict[str, Any]:
+    return {k: getattr(prompt, k) for k in ("name", "template", "target", "separator", "instruction", "stop",
+                                            "file")} | {"verbalizer": dict(prompt.verbalizer)}
+
+
+plain = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="{}\0"), max_size=10)
+word = plain.filter(str.strip)
+task_mappings = st.fixed_dictionaries(
+    {"name": word,
+     "source": st.one_of(st.fixed_dictionaries({"kind": st.sampled_from(available_sources()), "train": word}),
+                         st.lists(st.fixed_dictionaries({"kind": st.sampled_from(available_sources())}),
+                                  min_size=1, max_size=2))},
+    optional={"type": st.sampled_from(["classification", "generation"]),
+              "inputs": st.one_of(word, st.lists(word, min_size=1, max_size=3)),
+              "labels": st.lists(st.one_of(word, st.integers()), max_size=4, unique_by=str),
+              "prompt": st.one_of(st.sampled_from(["default", "sentiment"]), word.map(lambda w: w + ".yaml"),
+                                  word.map(lambda w: f"../{w}/p.yml")),
+              "label_field": word, "description": plain, "notes": json_values})
+prompt_mappings = st.fixed_dictionaries(
+    {"template": st.builds(lambda a, b: f"{a}{{text}}{b}", plain, plain)},
+    optional={"name": word, "target": st.builds(lambda a, b: f"{a}{{label}}{b}", plain, plain),
+              "separator": plain, "instruction": plain, "verbalizer": st.dictionaries(word, word, max_size=3),
+              "stop": st.one_of(plain, st.lists(plain, max_size=2))})
+
+
 @SETTINGS
-@given(st.text(max_size=200))
+@given(st.one_of(st.text(max_size=200), task_mappings.map(yaml.safe_dump), prompt_mappings.map(yaml.safe_dump)))
 def test_any_text_as_a_task_or_prompt_file(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    """Any text is either refused with an error naming the file, or read as exactly what its YAML says."""
     folder = tmp_path_factory.mktemp("files")
-    for path, read in ((folder / "t.yaml", read_spec), (folder / "p.yaml", load_prompt)):
+    for path, read, expected, fields in ((folder / "t.yaml", read_spec, expected_spec, spec_fields),
+                                         (folder / "p.yaml", load_prompt, expected_prompt, prompt_fields)):
         path.write_text(text, encoding="utf-8")
         try:
-            read(path)
-        except IclkitError:
-            pass
+            result = read(path)
+        except IclkitError as e:
+            assert e.file == str(path), e
+            try:  # independently: is it YAML at all?
+                yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                assert e.message.startswith("invalid YAML")
+            continue
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        got, want = fields(result), expected(raw, path if read is read_spec else str(path))
+        assert same(got, want), (got, want)
+
+
+@SETTINGS
+@given(task_mappings, prompt_mappings)
+def test_valid_task_and_prompt_files_read_as_written(tmp_path_factory: pytest.TempPathFactory, task: dict,
+                                                     prompt: dict) -> None:
+    folder = tmp_path_factory.mktemp("files")
+    (folder / "t.yaml").write_text(yaml.safe_dump(task), encoding="utf-8")
+    (folder / "p.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
+    assert same(spec_fields(read_spec(folder / "t.yaml")), expected_spec(task, folder / "t.yaml"))
+    assert prompt_fields(load_prompt(folder / "p.yaml")) == expected_prompt(prompt, str(folder / "p.yaml"))
 
 
 field_text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
@@ -108,12 +296,14 @@ def test_templates_render_literally_or_are_rejected(template: str, demo_texts: l
 
 
 @SETTINGS
-@given(json_values)
+@given(st.one_of(json_values, prompt_mappings))
 def test_prompt_mappings_validate_or_fail_clearly(raw: Any) -> None:
     try:
-        parse_prompt(raw, "p.yaml")
-    except IclkitError:
-        pass
+        prompt = parse_prompt(raw, "p.yaml")
+    except IclkitError as e:
+        assert e.file == "p.yaml"
+        return
+    assert same(prompt_fields(prompt), expected_prompt(raw, "p.yaml"))
 
 
 @SETTINGS
@@ -127,11 +317,16 @@ def test_episode_sampling_keeps_its_invariants(train: list, test: list, shots: l
                     tuple(Example(f"test-{i}", {"text": t}, lab) for i, (lab, t) in enumerate(test)), "memory")
     assume(data.labels)
     config = EpisodeConfig(shots=tuple(shots), n_episodes=n_episodes, n_way=n_way, n_query=n_query)
+    repeated = len(set(shots)) < len(shots)
     try:
         episodes = sample_episodes(data, config)
-    except IclkitError:
+    except IclkitError as e:
+        if repeated and n_episodes >= 1 and n_query >= 1:
+            assert e.field == "shots"
         return
-    assert len(episodes) == n_episodes * len(set(shots)) or len(episodes) == n_episodes * len(shots)
+    assert not repeated
+    assert len(episodes) == n_episodes * len(shots) == len({ep.id for ep in episodes})
+    assert [(ep.index, ep.shots) for ep in episodes] == [(i, k) for i in range(n_episodes) for k in sorted(shots)]
     for ep in episodes:
         assert all(e.label in ep.labels for e in ep.support + ep.query)
         assert len(ep.support) == ep.shots * len(ep.labels)

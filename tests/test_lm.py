@@ -16,13 +16,15 @@ REQUESTS = [
     LoglikelihoodRequest("", "Review: fine\nSentiment:", " positive"),
     LoglikelihoodRequest("", "Review: fine\nSentiment:", " mildly positive overall"),
     LoglikelihoodRequest(DEMO * 2, "Review: x\nSentiment:", " negative"),
+    LoglikelihoodRequest(DEMO * 2, "Review: x\nSentiment:", " positive"),
+    LoglikelihoodRequest(DEMO, "Review: loved it\nSentiment:", " negative"),
 ]
 
 
 def naive_logprob(lm, req: LoglikelihoodRequest) -> float:
     """One request, one full forward pass, no padding, no batching."""
     ctx = lm.request_ids(req.prefix, req.context)  # the backend's defined tokenization of the prompt
-    cont = lm.encode(req.continuation)
+    cont = lm.tokenize(req.continuation)
     ids = torch.tensor([ctx + cont])
     with torch.no_grad():
         logits = lm.model(ids).logits[0].double()
@@ -34,21 +36,35 @@ def test_batched_loglikelihood_equals_naive_forward(smol):
     got = smol.loglikelihood(REQUESTS)
     for req, res in zip(REQUESTS, got):
         assert res.logprob == pytest.approx(naive_logprob(smol, req), abs=1e-4)
-        assert res.n_tokens == len(smol.encode(req.continuation))
+        assert res.n_tokens == len(smol.tokenize(req.continuation))
 
 
-def test_batch_size_does_not_change_scores(smol):
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_batch_size_does_not_change_scores(smol, batch_size):
+    """Guarantee: the batch size changes no prediction and moves a log-prob by at most 1e-4 (other batch shapes take
+    other fp32 kernels and cache paths: measured up to 2e-5 between sizes 1 and 16)."""
     old = smol.batch_size
     try:
-        smol.batch_size = 1
-        one = smol.loglikelihood(REQUESTS)
+        smol.batch_size = batch_size
+        small = smol.loglikelihood(REQUESTS)
         smol.batch_size = 16
         many = smol.loglikelihood(REQUESTS)
     finally:
         smol.batch_size = old
-    assert [r.greedy for r in one] == [r.greedy for r in many]
-    for a, b in zip(one, many):
+    assert [r.greedy for r in small] == [r.greedy for r in many]
+    for a, b in zip(small, many):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    assert _best_labels(small) == _best_labels(many)
+
+
+def _best_labels(results):
+    """The best-scoring continuation of each prompt in REQUESTS (the prediction ICL would make)."""
+    best = {}
+    for req, res in zip(REQUESTS, results):
+        key = (req.prefix, req.context)
+        if key not in best or res.logprob > best[key][0]:
+            best[key] = (res.logprob, req.continuation)
+    return {k: v[1] for k, v in best.items()}
 
 
 def test_generation_is_greedy_and_batch_independent(smol):
@@ -61,7 +77,7 @@ def test_generation_is_greedy_and_batch_independent(smol):
 
 
 def test_prompt_longer_than_context_window_is_a_clear_error(smol):
-    long = "word " * (smol.max_length + 10)
+    long = "word " * (smol.context_length + 10)
     with pytest.raises(IclkitError) as e:
         smol.loglikelihood([LoglikelihoodRequest(long, "Review: x\nSentiment:", " positive")])
     assert "context window" in e.value.message

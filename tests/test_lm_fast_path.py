@@ -46,7 +46,7 @@ def requests_(data_dir):
 def naive_logprob(lm: HFCausalLM, r: LoglikelihoodRequest) -> tuple[float, bool]:
     """Plain model(input_ids) on the concatenated ids, log_softmax, gather."""
     ctx = lm.request_ids(r.prefix, r.context)
-    cont = lm.encode(r.continuation)
+    cont = lm.tokenize(r.continuation)
     with torch.inference_mode():
         logits = lm.model(torch.tensor([ctx + cont])).logits[0].float()
     lp = torch.log_softmax(logits[len(ctx) - 1:-1], dim=-1)
@@ -75,7 +75,7 @@ def test_shared_prefix_matches_naive_fp32(smol, requests_, reference, batch_size
     ref_lp = [lp for lp, _ in reference]
     assert max(abs(g.logprob - r) for g, r in zip(got, ref_lp)) < 1e-4
     assert [g.greedy for g in got] == [greedy for _, greedy in reference]
-    assert [g.n_tokens for g in got] == [len(smol.encode(r.continuation)) for r in requests_]
+    assert [g.n_tokens for g in got] == [len(smol.tokenize(r.continuation)) for r in requests_]
     assert _predictions(requests_, [g.logprob for g in got]) == _predictions(requests_, ref_lp)
 
 
@@ -143,7 +143,7 @@ def several_episodes(data_dir):
 @pytest.mark.parametrize("batch_size", [4, 12, 64])
 def test_prefixes_of_several_episodes_packed_in_one_batch_match_naive(smol, several_episodes, batch_size):
     lm = HFCausalLM(smol.model, smol.tokenizer, batch_size=batch_size)
-    items = [(*lm.split(r.prefix, r.context), lm.encode(r.continuation)) for r in several_episodes]
+    items = [(*lm.split(r.prefix, r.context), lm.tokenize(r.continuation)) for r in several_episodes]
     packs = lm._packs(plan(items))
     if batch_size >= 12:
         assert any(len(p) > 1 for p in packs)  # this call does pack prefixes of different lengths together

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from iclkit.baselines._common import OuterLoop, episode_arrays
+from iclkit.baselines.common import OuterLoop, episode_arrays
 from iclkit.baselines.mann import MANN, Shape, init_params, presentation_accuracy, run_episode
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.metatrain import generator
@@ -22,8 +22,7 @@ def accuracies(mann, episodes):
             for ep in episodes]
 
 
-def test_presentation_curve_query_accuracy_and_shuffled_labels(capsys):
-    torch.set_num_threads(1)
+def test_presentation_curve_query_accuracy_and_shuffled_labels(capsys, one_torch_thread):
     lookup = Lookup()
     train = gaussian_episodes(lookup, "train", 1000, seed=1, **SHAPE)
     test = gaussian_episodes(lookup, "test", 40, seed=2, **SHAPE)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iclkit.baselines._common import OuterLoop
+from iclkit.baselines.common import OuterLoop
 from iclkit.baselines.maml import MAML
 from iclkit.baselines.mann import MANN
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.episodes import EpisodeConfig, sample_episodes
+from iclkit.learners import MetaTrainOptions
 from iclkit.metatrain import MetaTrainConfig, meta_episodes, training_episodes
 from iclkit.data.tasks import load_task
 
@@ -30,14 +31,14 @@ def test_train_split_episodes_never_hold_an_evaluation_query(trec):
     # would certainly be drawn if they were not excluded by content.
     few = tuple(e for lab in trec.labels for e in [x for x in trec.train if x.label == lab][:15])
     leaky = type(trec)(trec.spec, few + tuple(q for ep in evaluation for q in ep.query), trec.test, trec.source)
-    train = training_episodes(leaky, evaluation, {"meta_episodes": 60, "meta_pool": 32}, seed=0)
+    train = training_episodes(leaky, evaluation, MetaTrainOptions(meta_episodes=60, meta_pool=32), seed=0)
     banned = {_key(q) for ep in evaluation for q in ep.query}
     assert len(train) == 60
     assert not any(_key(e) in banned for ep in train for e in (*ep.support, *ep.query))
     assert {ep.shots for ep in train} == {1, 4}  # the evaluation's shot counts
     assert all(sorted(ep.labels) == sorted(trec.labels) for ep in train)
     assert len({ep.labels for ep in train}) > 10  # class order (= class index) shuffled per episode
-    again = training_episodes(leaky, evaluation, {"meta_episodes": 60, "meta_pool": 32}, seed=0)
+    again = training_episodes(leaky, evaluation, MetaTrainOptions(meta_episodes=60, meta_pool=32), seed=0)
     assert [ep.hash for ep in again] == [ep.hash for ep in train]
 
 
@@ -61,7 +62,7 @@ def test_weights_are_saved_once_and_reused(tmp_path, monkeypatch, make):
     saved = list((tmp_path / "metatrained").iterdir())
     assert len(saved) == 1 and {p.name for p in saved[0].iterdir()} == {"weights.safetensors", "config.json"}
 
-    import iclkit.baselines._common as common
+    import iclkit.baselines.common as common
 
     def fail(*args, **kwargs):
         raise AssertionError("trained again although the weights were saved")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from iclkit.data.tasks import load_task, read_spec, registry
 from iclkit.errors import IclkitError
+from iclkit.paths import shipped_dir
 from iclkit.prompts import PromptTemplate, load_prompt, parse_prompt
 from iclkit.types import Example
 
@@ -59,3 +63,31 @@ def test_chat_rendering_puts_the_prompt_in_one_user_turn():
     r = p.render_chat(DEMOS, QUERY, ["negative", "positive"], apply)
     assert r.prefix.startswith("<user>Review: great") and r.context.endswith("Sentiment:</user><assistant>")
     assert r.continuations["positive"] == "positive"
+
+
+def test_a_task_files_prompt_file_is_found_beside_it_from_any_working_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "mytask"
+    folder.mkdir()
+    (folder / "my_prompt.yaml").write_text('template: "Q: {text}\\nA:"\nverbalizer: {p: good, n: bad}\n')
+    (folder / "d.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": "pn"[i % 2]}) + "\n"
+                                           for i in range(8)))
+    (folder / "task.yaml").write_text("name: mine\nlabels: [p, n]\nprompt: my_prompt.yaml\n"
+                                      "source: {kind: local, train: d.jsonl}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "my_prompt.yaml").write_text("template: 'WRONG {text}'\n")  # a decoy in the working directory
+    monkeypatch.chdir(elsewhere)
+    for spec_path in (folder / "task.yaml", "../mytask/task.yaml"):
+        spec = read_spec(spec_path)
+        assert spec.prompt == str((folder / "my_prompt.yaml").resolve())
+        prompt = load_prompt(spec.prompt)
+        assert (prompt.template, dict(prompt.verbalizer)) == ("Q: {text}\nA:", {"p": "good", "n": "bad"})
+    task = load_task("../mytask/task.yaml")
+    monkeypatch.chdir(tmp_path)  # the resolved path does not depend on where the task was read from
+    assert load_prompt(task.spec.prompt).template == "Q: {text}\nA:"
+
+
+def test_registered_prompt_names_stay_names():
+    assert read_spec(registry()["sst2"]).prompt == "sentiment"
+    shipped = {p.stem for p in shipped_dir("prompts").glob("*.yaml")}
+    assert {read_spec(p).prompt for p in registry().values()} <= shipped

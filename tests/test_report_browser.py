@@ -13,7 +13,8 @@ import pytest
 from matplotlib.image import imread
 
 from iclkit import evaluate
-from iclkit.export.leaderboard import build, render
+from iclkit.export.formats import render
+from iclkit.export.leaderboard import build
 
 
 def _chromium() -> str:
@@ -68,7 +69,8 @@ def _rows(dom: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
-    evaluate("movie-sentiment", shots=(0, 1, 2), n_episodes=2, n_query=2, progress=False, out=root / "run")
+    evaluate("movie-sentiment", shots=(0, 1, 2), n_episodes=2, n_query=2, methods=("icl",), progress=False,
+             out=root / "run")
     page = root / "report.html"
     page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
     return page

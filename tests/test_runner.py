@@ -9,7 +9,7 @@ import pytest
 import iclkit
 from iclkit.cli import main
 
-SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, progress=False)
+SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, methods=("icl",), progress=False)
 
 
 @pytest.fixture(scope="module")

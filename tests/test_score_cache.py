@@ -57,7 +57,9 @@ def test_hits_are_exact_and_only_misses_are_forwarded(smol: Any, tmp_path: Path)
     assert [r.logprob for r in out[2:4]] == pytest.approx([r.logprob for r in smol.loglikelihood(mixed[2:4])],
                                                          abs=1e-4)
     wrapped = CachedLM(smol, tmp_path / "scores.sqlite")
-    assert wrapped.describe() == smol.describe() and wrapped.tokenizer is smol.tokenizer  # chat templates need it
+    chat = [{"role": "user", "content": "Review: a gem\nSentiment?"}]
+    assert wrapped.describe() == smol.describe()
+    assert wrapped.apply_chat_template(chat) == smol.apply_chat_template(chat)  # chat prompts render the same
 
 
 def test_generation_is_cached_too(smol: Any, tmp_path: Path) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 
-from iclkit.errors import IclkitError
+import iclkit.runner.execute  # noqa: F401 - imported before any test: its first import sets KMP_* variables (sklearn)
+from iclkit.cli import main
+from iclkit.data.sources import available_sources
+from iclkit.data.sources.hub import quiet_datasets
 from iclkit.data.tasks import load_task, read_spec, registry
+from iclkit.errors import IclkitError
 
 
 def test_registry_has_benchmark_and_builtin_tasks():
@@ -135,3 +140,106 @@ def test_unreachable_hub_dataset_names_offline_alternatives(tmp_path, monkeypatc
         load_task(str(tmp_path / "t.yaml"))
     msg = str(e.value)
     assert "someone/not-cached" in msg and "ICLKIT_DATA_DIR" in msg and "built-in offline tasks" in msg
+
+
+def test_unknown_source_kind_lists_the_registered_kinds(tmp_path):
+    (tmp_path / "t.yaml").write_text("name: x\nsource: {kind: ftp, train: a.jsonl}\n")
+    with pytest.raises(IclkitError) as e:
+        read_spec(tmp_path / "t.yaml")
+    assert (e.value.file, e.value.field) == (str(tmp_path / "t.yaml"), "source") and "'ftp'" in e.value.message
+    assert {"data_dir", "local", "hub", "builtin"} <= set(available_sources())
+    assert all(kind in e.value.message for kind in available_sources())
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n\t\n"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_empty_file_is_one_clear_error(tmp_path, content, suffix):
+    p = tmp_path / f"empty{suffix}"
+    p.write_bytes(content)
+    with pytest.raises(IclkitError) as e:
+        load_task(str(p))
+    assert (e.value.file, e.value.message) == (str(p), "file is empty")
+
+
+@pytest.mark.parametrize("suffix,content", [
+    (".jsonl", b"\x00\x01\xff\xfe garbage \x00" * 10),
+    (".jsonl", b'{"text": "caf\xe9", "label": "x"}\n'),  # latin-1, not UTF-8
+    (".csv", b"text,label\n\xff\xfe,\x00\n"),
+])
+def test_binary_file_is_one_clear_error_and_nothing_else_on_stderr(tmp_path, capfd, suffix, content):
+    p = tmp_path / f"data{suffix}"
+    p.write_bytes(content)
+    with pytest.raises(IclkitError) as e:
+        load_task(str(p))
+    assert e.value.file == str(p) and e.value.message.startswith("not a UTF-8 text file")
+    assert capfd.readouterr() == ("", "")
+    assert main(["run", "--task", str(p), "--methods", "knn", "--no-progress"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err == f"iclkit: error: {e.value}\n"
+
+
+def test_csv_is_read_literally_with_lines_named(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('text,label\n"two\nlines, one value",01\nNA,01\n\n007,x\n  spaced  ,x\n', encoding="utf-8")
+    task = load_task(str(p))
+    got = sorted((e.fields["text"], e.label) for e in task.train + task.test)
+    assert got == [("  spaced  ", "x"), ("007", "x"), ("NA", "01"), ("two\nlines, one value", "01")]
+    p.write_text('text,label\n"a\nb",x\nc,x\nd,e,x\n', encoding="utf-8")
+    with pytest.raises(IclkitError) as e:
+        load_task(str(p))
+    assert (e.value.line, "3 values, the header 2" in e.value.message) == (5, True)
+    p.write_text("text,label\n", encoding="utf-8")
+    with pytest.raises(IclkitError, match="only a header line"):
+        load_task(str(p))
+
+
+def test_json_list_file_loads_and_names_the_line_of_a_bad_element(tmp_path):
+    p = tmp_path / "d.json"
+    rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(6)]
+    p.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    task = load_task(str(p))
+    assert sorted((e.fields["text"], e.label) for e in task.train + task.test) == [(r["text"], r["label"]) for r in rows]
+    rows[4]["label"] = 2.5
+    p.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    with pytest.raises(IclkitError) as e:
+        load_task(str(p))
+    lines = p.read_text().splitlines()
+    assert (e.value.line, e.value.field) == (2 + 4 * 4, "label")  # "[", then 4 lines per element: { text label }
+    assert lines[e.value.line - 1] == "  {" and lines[e.value.line + 1].strip() == '"label": 2.5'
+
+
+def test_loading_leaves_the_datasets_library_settings_alone(tmp_path):
+    before = (datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled())
+    write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(8)])
+    load_task(str(tmp_path / "d.jsonl"))
+    load_task("movie-sentiment")
+    with pytest.raises(IclkitError):
+        load_task(str(write_jsonl(tmp_path / "bad.jsonl", [{"text": "t"}])))
+    assert (datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()) == before
+
+
+@pytest.mark.parametrize("bars_off", [False, True])
+def test_quiet_datasets_is_scoped_and_restores_on_error(bars_off):
+    verbosity, was_off = datasets.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()
+    try:
+        datasets.logging.set_verbosity_info()
+        datasets.disable_progress_bars() if bars_off else datasets.enable_progress_bars()
+        with pytest.raises(RuntimeError):
+            with quiet_datasets() as ds:
+                assert ds.logging.get_verbosity() == datasets.logging.CRITICAL
+                assert ds.utils.are_progress_bars_disabled()
+                raise RuntimeError("inside")
+        assert datasets.logging.get_verbosity() == datasets.logging.INFO
+        assert datasets.utils.are_progress_bars_disabled() == bars_off
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        datasets.disable_progress_bars() if was_off else datasets.enable_progress_bars()
+
+
+@pytest.mark.parametrize("holdout", ["2", "half", "0"])
+def test_bad_holdout_names_the_task_file(tmp_path, holdout):
+    write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(8)])
+    (tmp_path / "t.yaml").write_text(f"name: m\nsource: {{kind: local, train: d.jsonl, holdout: {holdout}}}\n")
+    with pytest.raises(IclkitError) as e:
+        load_task(str(tmp_path / "t.yaml"))
+    assert (e.value.file, e.value.field) == (str(tmp_path / "t.yaml"), "source.holdout")

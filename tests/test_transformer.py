@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from iclkit.baselines._common import OuterLoop, episode_arrays
+from iclkit.baselines.common import OuterLoop, episode_arrays
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.baselines.transformer import InContextTransformer, Shape, forward, init_params
 from iclkit.metatrain import generator
@@ -20,8 +20,7 @@ def accuracies(learner, episodes):
             for ep in episodes]
 
 
-def test_learns_in_context_and_falls_to_chance_with_shuffled_labels(capsys):
-    torch.set_num_threads(1)
+def test_learns_in_context_and_falls_to_chance_with_shuffled_labels(capsys, one_torch_thread):
     lookup = Lookup()
     train = gaussian_episodes(lookup, "train", 1000, seed=1, **SHAPE)
     test = gaussian_episodes(lookup, "test", 40, seed=2, **SHAPE)

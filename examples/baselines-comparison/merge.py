@@ -4,7 +4,7 @@
 
 Each RUN is an ``iclkit run`` folder. Baseline methods are tagged with the run's embedding (``protonet[lm]``,
 ``protonet[minilm]``); ICL appears once. All runs share the seed, so they hold the same episodes: results are
-rebuilt from records.jsonl and paired by episode hash (``iclkit.compare`` refuses mismatched episodes). When two
+rebuilt from records.jsonl and paired by episode hash (``iclkit.analysis.paired`` counts unpaired episodes as ``n_dropped``). When two
 runs hold the same method on the same episode, the later run on the command line wins.
 """
 

@@ -1,36 +1,60 @@
-"""Paired comparison of methods against ICL on the same episodes: mean difference, 95% CI, permutation p-value.
+"""The one paired comparison of two methods on the same episodes: mean difference, 95% CI, permutation p-value.
 
 Episodes are paired by their hash, so a difference is only ever taken between two methods' accuracies on the
-identical support and queries.
+identical support and queries. Episodes only one side ran are left out of the test and counted as ``n_dropped``,
+so a comparison says how much of the data it stands on. Both the run (comparison.json and its printed table) and
+the leaderboard go through ``paired_comparison``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-from scipy import stats as sps
-
-from iclkit.errors import IclkitError
-from iclkit.analysis.stats import mean_ci
+from iclkit.analysis.stats import paired_test
 from iclkit.types import EpisodeResult
 
-COMPARISON_VERSION = 1
+COMPARISON_VERSION = 1  # comparison.json; n_dropped was added without a version change (a new field only)
+MIN_PAIRED = 2  # a permutation test on one pair says nothing
+DEFAULT_REFERENCE = "icl"  # user-facing default: the method every other one is compared with
 
 
-def paired_permutation_p(a: Sequence[float], b: Sequence[float], *, seed: int = 0, n_resamples: int = 9999) -> float:
-    """Two-sided p-value of mean(a − b) = 0, swapping each pair's members at random (sign-flip test)."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.size < 2 or np.allclose(x, y):
-        return 1.0
-    res = sps.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), permutation_type="samples",
-                               vectorized=True, n_resamples=n_resamples, alternative="two-sided",
-                               rng=np.random.default_rng(seed))
-    return float(res.pvalue)
+@dataclass(frozen=True)
+class PairedComparison:
+    """A minus B on the episodes both ran: accuracies, mean difference with its CI, p-value, and the counts."""
+
+    n_episodes: int  # episodes paired (in both A and B)
+    n_dropped: int  # episodes in only one of the two, left out
+    accuracy: float  # mean accuracy of A over the paired episodes
+    reference_accuracy: float  # mean accuracy of B over the same episodes
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
 
 
-def compare(results: Sequence[EpisodeResult], *, reference: str = "icl", seed: int = 0) -> list[dict[str, Any]]:
+def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], *, seed: int = 0) -> PairedComparison | None:
+    """Compare accuracies keyed by episode hash (A − B); None when fewer than ``MIN_PAIRED`` episodes pair.
+
+    An episode with a NaN accuracy (no queries) counts as not run. The test is ``stats.paired_test``: a two-sided
+    sign-flip permutation test, exact when every sign assignment can be enumerated.
+    """
+    a = {h: v for h, v in a.items() if not math.isnan(v)}
+    b = {h: v for h, v in b.items() if not math.isnan(v)}
+    shared = sorted(set(a) & set(b))
+    if len(shared) < MIN_PAIRED:
+        return None
+    x, y = [a[h] for h in shared], [b[h] for h in shared]
+    t = paired_test(x, y, seed=seed)
+    return PairedComparison(n_episodes=t.n, n_dropped=len(set(a) ^ set(b)), accuracy=sum(x) / len(x),
+                            reference_accuracy=sum(y) / len(y), difference=t.mean_diff, ci_low=t.ci_low,
+                            ci_high=t.ci_high, p_value=t.p_value)
+
+
+def compare(results: Sequence[EpisodeResult], *, reference: str = DEFAULT_REFERENCE,
+            seed: int = 0) -> list[dict[str, Any]]:
     """One row per (task, shots, method ≠ reference): paired difference in episode accuracy vs ``reference``."""
     acc: dict[tuple[str, int, str], dict[str, float]] = defaultdict(dict)
     for r in results:
@@ -40,25 +64,32 @@ def compare(results: Sequence[EpisodeResult], *, reference: str = "icl", seed: i
         ref = acc.get((task, shots, reference))
         if method == reference or ref is None:
             continue
-        if set(mine) != set(ref):
-            raise IclkitError(f"{task} k={shots}: {method} and {reference} ran on different episodes "
-                              f"({len(set(mine) ^ set(ref))} episode hashes differ)")
-        keys = sorted(mine)
-        a, b = [mine[k] for k in keys], [ref[k] for k in keys]
-        diff, lo, hi = mean_ci([x - y for x, y in zip(a, b)], seed=seed)
-        rows.append({"task": task, "shots": shots, "method": method, "reference": reference, "n_episodes": len(keys),
-                     "accuracy": round(float(np.mean(a)), 4), "reference_accuracy": round(float(np.mean(b)), 4),
-                     "difference": round(diff, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4),
-                     "p_value": round(paired_permutation_p(a, b, seed=seed), 4)})
+        c = paired_comparison(mine, ref, seed=seed)
+        if c is None:
+            continue
+        rows.append({"task": task, "shots": shots, "method": method, "reference": reference,
+                     "n_episodes": c.n_episodes, "n_dropped": c.n_dropped, "accuracy": round(c.accuracy, 4),
+                     "reference_accuracy": round(c.reference_accuracy, 4), "difference": round(c.difference, 4),
+                     "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4), "p_value": round(c.p_value, 4)})
     return rows
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for a table: three decimals, ``< 0.001`` below that (a permutation p is never 0), ``–`` if absent."""
+    if p is None or math.isnan(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Comparison rows as a Markdown table (difference = method − reference, in accuracy points)."""
-    lines = ["| task | shots | method | accuracy | ICL | difference | 95% CI | p (paired perm.) |",
-             "|---|---:|---|---:|---:|---:|---|---:|"]
+    reference = rows[0]["reference"] if rows else DEFAULT_REFERENCE
+    lines = [f"| task | shots | method | episodes | accuracy | {reference} | difference | 95% CI | p (paired perm.) |",
+             "|---|---:|---|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['shots']} | {r['method']} | {r['accuracy']:.3f} | "
+        dropped = r.get("n_dropped", 0)
+        episodes = f"{r['n_episodes']} (+{dropped} unpaired)" if dropped else str(r["n_episodes"])
+        lines.append(f"| {r['task']} | {r['shots']} | {r['method']} | {episodes} | {r['accuracy']:.3f} | "
                      f"{r['reference_accuracy']:.3f} | {r['difference']:+.3f} | "
-                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['p_value']:.4f} |")
+                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {format_p(r['p_value'])} |")
     return "\n".join(lines)

@@ -31,8 +31,10 @@ def _clean(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), 4)
 
 
-def summarize(results: Sequence[EpisodeResult], seed: int = 0) -> list[dict[str, Any]]:
-    """Summary rows per (task, method, shots): accuracy with a 95% bootstrap CI over episodes, macro-F1, ECE."""
+def summarize(results: Sequence[EpisodeResult], seed: int = 0,
+              query_fields: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """Summary rows per (task, method, shots): accuracy with a 95% bootstrap CI over episodes, macro-F1, ECE, and
+    the mean of each numeric per-query field a method declares (``query_fields[method]``, e.g. ICL's label_mass)."""
     groups: dict[tuple[str, str, int], list[EpisodeResult]] = defaultdict(list)
     for r in results:
         groups[(r.task, r.method, r.shots)].append(r)
@@ -46,9 +48,10 @@ def summarize(results: Sequence[EpisodeResult], seed: int = 0) -> list[dict[str,
             "accuracy": _clean(acc), "ci_low": _clean(lo), "ci_high": _clean(hi), "macro_f1": _clean(f1),
             "ece": _clean(ece(group)),
         }
-        masses = [p.extra["label_mass"] for r in group for p in r.predictions if "label_mass" in p.extra]
-        if masses:
-            row["label_mass"] = _clean(sum(masses) / len(masses))
+        for name in (query_fields or {}).get(method, ()):
+            values = [p.extra[name] for r in group for p in r.predictions if name in p.extra]
+            if values:
+                row[name] = _clean(sum(values) / len(values))
         rows.append(row)
     return rows
 

@@ -1,52 +1,16 @@
-"""Task specifications: plain YAML files (``tasks/*.yaml``) naming a data source, fields, labels and a prompt."""
+"""Task files: plain YAML (``tasks/*.yaml``) naming data sources, fields, labels and a prompt; and loading a task."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from iclkit.data.sources import available_sources, load_examples
+from iclkit.data.spec import TaskData, TaskSpec
 from iclkit.errors import IclkitError
 from iclkit.files import read_yaml
 from iclkit.paths import shipped_dir
-
-SOURCE_KINDS = ("data_dir", "local", "hub", "builtin")
-from iclkit.types import Example, TaskType
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a task file says. ``sources`` are tried in order; the first that is available is used."""
-
-    name: str
-    type: TaskType
-    inputs: tuple[str, ...]
-    labels: tuple[str, ...]  # empty: inferred from the data (classification) or open answers (generation)
-    prompt: str
-    sources: tuple[Mapping[str, Any], ...]
-    label_field: str = "label"
-    description: str = ""
-    file: str | None = None  # where the spec came from, for error messages
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """A loaded task: its spec and the train (demonstration pool) and test (query pool) examples."""
-
-    spec: TaskSpec
-    train: tuple[Example, ...]
-    test: tuple[Example, ...]
-    source: str  # description of the source actually used
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        if self.spec.labels:
-            return self.spec.labels
-        return tuple(sorted({e.label for e in self.train} | {e.label for e in self.test}))
 
 
 def _require(d: Mapping[str, Any], key: str, file: str, kind: type | tuple[type, ...] = str) -> Any:
@@ -56,6 +20,14 @@ def _require(d: Mapping[str, Any], key: str, file: str, kind: type | tuple[type,
     if not isinstance(value, kind):
         raise IclkitError(f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}", file=file, field=key)
     return value
+
+
+def _prompt_ref(prompt: str, file: str) -> str:
+    """A prompt file named in a task file is found beside the task file (like ``source: local`` paths), whatever
+    the working directory; a registered prompt name stays a name."""
+    if Path(prompt).suffix not in (".yaml", ".yml"):
+        return prompt
+    return os.path.normpath(os.path.join(os.path.abspath(Path(file).parent), prompt))
 
 
 def parse_spec(raw: Any, file: str) -> TaskSpec:
@@ -84,16 +56,21 @@ def parse_spec(raw: Any, file: str) -> TaskSpec:
         sources = [sources]
     if not isinstance(sources, list) or not sources:
         raise IclkitError("missing or empty", file=file, field="source")
+    kinds = available_sources()
     for s in sources:
-        if not isinstance(s, dict) or s.get("kind") not in SOURCE_KINDS:
-            raise IclkitError(f"each source needs kind: one of {', '.join(SOURCE_KINDS)}", file=file, field="source")
+        if not isinstance(s, dict) or s.get("kind") not in kinds:
+            got = f" (got {s.get('kind')!r})" if isinstance(s, dict) and "kind" in s else ""
+            raise IclkitError(f"each source needs kind: one of {', '.join(kinds)}{got}", file=file, field="source")
+    prompt = raw.get("prompt", "default")
+    if not isinstance(prompt, str) or not prompt.strip() or "\0" in prompt:
+        raise IclkitError("must be a prompt name or a prompt .yaml file", file=file, field="prompt")
     known = {"name", "type", "inputs", "labels", "prompt", "source", "label_field", "description"}
     return TaskSpec(
         name=name,
         type=ttype,
         inputs=tuple(inputs),
         labels=tuple(str(x) for x in labels),
-        prompt=str(raw.get("prompt", "default")),
+        prompt=_prompt_ref(prompt, file),
         sources=tuple(sources),
         label_field=str(raw.get("label_field", "label")),
         description=str(raw.get("description", "")),
@@ -151,7 +128,5 @@ def resolve_spec(task: str | Path | TaskSpec, *, text_field: str | None = None,
 
 def load_task(task: str | Path | TaskSpec, *, text_field: str | None = None,
               label_field: str | None = None) -> TaskData:
-    """Resolve and load a task's examples."""
-    from iclkit.data.sources import load_examples
-
+    """A registered name, a task YAML path, a .jsonl/.csv path or a TaskSpec → its train and test examples."""
     return load_examples(resolve_spec(task, text_field=text_field, label_field=label_field))

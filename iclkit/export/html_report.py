@@ -11,7 +11,9 @@ import base64
 import html
 from typing import Any, Mapping
 
-from iclkit.export.leaderboard import Leaderboard, _metric_names
+from iclkit.analysis.paired import format_p
+from iclkit.export.formats import register_format
+from iclkit.export.leaderboard import Leaderboard
 from iclkit.export.plots import render_plots
 
 _CSS = """
@@ -29,7 +31,7 @@ tbody tr:hover{background:#f8f9fc}
 .ci span{position:absolute;top:0;height:8px;background:#7aa2e3;border-radius:4px}
 .ci b{position:absolute;top:-2px;width:2px;height:12px;background:#1f4fa0}
 .plots{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;border:1px solid #e3e6ee;border-radius:6px;padding:6px}
-figure img{display:block;width:480px;height:auto}
+figure img{display:block;max-width:100%;height:auto}
 .pos{color:#1a7f37} .neg{color:#b42318}
 """
 
@@ -94,7 +96,7 @@ def _ci_cell(row: Mapping[str, Any]) -> str:
 
 
 def _rows_table(lb: Leaderboard) -> str:
-    extra = _metric_names(lb)
+    extra = lb.metric_names()
     heads = [("model", "model", ""), ("task", "task", ""), ("method", "method", ""), ("shots", "shots", "num"),
              ("episodes", "n_episodes", "num"), ("queries", "n_queries", "num"), ("accuracy", "accuracy", "num"),
              ("95% CI", "ci", ""), ("macro-F1", "macro_f1", "num"), ("ECE", "ece", "num"),
@@ -115,8 +117,8 @@ def _rows_table(lb: Leaderboard) -> str:
 def _comparisons_table(lb: Leaderboard) -> str:
     if not lb.comparisons:
         return '<p class="muted">No paired comparisons (they need a reference method and shared episodes).</p>'
-    heads = [("task", ""), ("shots", "num"), ("A", ""), ("B", ""), ("episodes", "num"), ("A − B", "num"),
-             ("95% CI", ""), ("p", "num")]
+    heads = [("task", ""), ("shots", "num"), ("A", ""), ("B", ""), ("episodes", "num"), ("unpaired", "num"),
+             ("A − B", "num"), ("95% CI", ""), ("p", "num")]
     out = ['<table class="sortable" id="comparisons"><thead><tr>']
     out += [f'<th class="{cls}" data-key="c-{i}">{_e(label)}</th>' for i, (label, cls) in enumerate(heads)]
     out.append("</tr></thead><tbody>")
@@ -127,8 +129,10 @@ def _comparisons_table(lb: Leaderboard) -> str:
             f"<tr><td>{_e(c['task'])}</td>{_num(c['shots'])}"
             f"<td>{_e(c['a']['model'])} · {_e(c['a']['method'])}</td>"
             f"<td>{_e(c['b']['model'])} · {_e(c['b']['method'])}</td>{_num(c['n_episodes'])}"
+            f"{_num(c.get('n_dropped', 0))}"
             f'<td class="num {sign}" data-value="{_e(d)}">{d:+.3f}</td>'
-            f"<td>[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]</td>{_num(c['p_value'])}</tr>")
+            f"<td>[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]</td>"
+            f'<td class="num" data-value="{_e(c["p_value"])}">{_e(format_p(c["p_value"]))}</td></tr>')
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -158,8 +162,12 @@ header to sort.</p>
 <h2>Results</h2>
 {_rows_table(lb)}
 <h2>Paired comparisons</h2>
-<p class="muted">Accuracy differences on the same episodes; p from a two-sided paired permutation test.</p>
+<p class="muted">Accuracy differences on the same episodes (matched by episode hash); p from a two-sided paired
+permutation test; unpaired: episodes only one of A and B ran, left out of the comparison.</p>
 {_comparisons_table(lb)}
 <script>{_JS}</script>
 </body></html>
 """
+
+
+register_format("html")(html_report)

@@ -1,27 +1,24 @@
 """Merging run folders into one leaderboard: rows by model × task × method × shots, and paired comparisons.
 
 Rows come from each run's summary.json; the paired comparisons (and users' own metrics) are recomputed from
-records.jsonl, pairing methods and models on identical episodes (same episode hash).
+records.jsonl, pairing methods and models on identical episodes (same episode hash). This module only reads runs
+and builds the ``Leaderboard``; writing it in a format is iclkit.export.formats.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from iclkit.errors import IclkitError
-from iclkit.files import atomic_write
+from iclkit.analysis.paired import DEFAULT_REFERENCE, paired_comparison
+from iclkit.analysis.stats import mean_ci
 from iclkit.analysis.summary import SUMMARY_VERSION
-from iclkit.analysis.stats import mean_ci, paired_test
+from iclkit.errors import IclkitError
 
 SCHEMA_VERSION = 1
-Format = Literal["md", "csv", "json", "html"]
-FORMATS: tuple[Format, ...] = ("md", "csv", "json", "html")
 ROW_FIELDS = ("model", "task", "method", "shots", "n_episodes", "n_queries", "accuracy", "ci_low", "ci_high",
               "macro_f1", "ece", "run")
 
@@ -37,9 +34,14 @@ class Run:
     records: tuple[Mapping[str, Any], ...]
 
     def model_of(self, task: str, method: str) -> str | None:
-        """The model a method used (None for methods that use no LM)."""
+        """The backbone a method ran on, in words (its described ``backbone``); for run folders written before
+        learners described one: the LM's name, or None for methods that used no LM."""
         described = self.manifest.get("methods", {}).get(f"{task}/{method}", {})
-        model = described.get("model") if isinstance(described, Mapping) else None
+        if not isinstance(described, Mapping):
+            return None
+        if described.get("backbone"):
+            return str(described["backbone"])
+        model = described.get("model")
         if isinstance(model, Mapping):
             return str(model.get("model") or model.get("name") or "") or None
         return str(model) if model else None
@@ -53,7 +55,12 @@ class Leaderboard:
     rows: tuple[Mapping[str, Any], ...]
     comparisons: tuple[Mapping[str, Any], ...]
 
+    def metric_names(self) -> list[str]:
+        """Names of the users' own metrics that any row carries, sorted."""
+        return sorted({name for r in self.rows for name in r.get("metrics", {})})
+
     def to_dict(self) -> dict[str, Any]:
+        """The leaderboard as JSON-able data (leaderboard.schema.json)."""
         return {"schema": "iclkit-leaderboard", "schema_version": SCHEMA_VERSION, "runs": [dict(r) for r in self.runs],
                 "rows": [dict(r) for r in self.rows], "comparisons": [dict(c) for c in self.comparisons]}
 
@@ -131,16 +138,16 @@ def _comparisons(runs: Sequence[Run], reference: str, seed: int) -> list[dict[st
                 pair = frozenset((ref, other))
                 if other == ref or pair in seen:
                     continue
-                shared = sorted(set(ref_acc) & set(acc))
-                if len(shared) < 2:
-                    continue
+                c = paired_comparison(acc, ref_acc, seed=seed)
+                if c is None:
+                    continue  # runs on different episodes (another seed or task sample): nothing to pair
                 seen.add(pair)
-                t = paired_test([acc[h] for h in shared], [ref_acc[h] for h in shared], seed=seed)
                 out.append({"task": task, "shots": shots,
                             "a": {"model": other[0], "method": other[1], "run": other[2]},
                             "b": {"model": ref[0], "method": ref[1], "run": ref[2]},
-                            "n_episodes": t.n, "mean_diff": _round(t.mean_diff), "ci_low": _round(t.ci_low),
-                            "ci_high": _round(t.ci_high), "p_value": _round(t.p_value)})
+                            "n_episodes": c.n_episodes, "n_dropped": c.n_dropped, "mean_diff": _round(c.difference),
+                            "ci_low": _round(c.ci_low), "ci_high": _round(c.ci_high),
+                            "p_value": _round(c.p_value)})
     return out
 
 
@@ -162,8 +169,8 @@ def _plugin_columns(run: Run, metrics: Sequence[Any], seed: int) -> dict[tuple[s
     return out
 
 
-def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (), reference: str = "icl",
-          seed: int = 0) -> Leaderboard:
+def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
+          reference: str = DEFAULT_REFERENCE, seed: int = 0) -> Leaderboard:
     """Merge run folders into a leaderboard; ``metrics`` are paths of local ``evaluate`` metric scripts."""
     if not run_dirs:
         raise IclkitError("give at least one run folder")
@@ -195,78 +202,3 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
             rows.append(row)
     rows.sort(key=lambda r: (r["task"], str(r["model"] or ""), r["method"], r["shots"], r["run"]))
     return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)))
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def _metric_names(lb: Leaderboard) -> list[str]:
-    return sorted({name for r in lb.rows for name in r.get("metrics", {})})
-
-
-def to_markdown(lb: Leaderboard) -> str:
-    """Rows (and paired comparisons) as Markdown tables."""
-    extra = _metric_names(lb)
-    head = ["model", "task", "method", "shots", "episodes", "queries", "accuracy", "95% CI", "macro-F1", "ECE", *extra,
-            "run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h in ("shots", "episodes", "queries") else "---"
-                                                          for h in head) + "|"]
-    for r in lb.rows:
-        cells = [_fmt(r["model"]), r["task"], r["method"], str(r["shots"]), str(r["n_episodes"]),
-                 str(r["n_queries"]), _fmt(r["accuracy"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-                 _fmt(r["macro_f1"]), _fmt(r["ece"]),
-                 *[_fmt(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], r["run"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    if lb.comparisons:
-        lines += ["", "Paired differences in accuracy on the same episodes (A − B; 95% bootstrap CI; two-sided "
-                  "paired permutation test):", "",
-                  "| task | shots | A | B | episodes | A − B | 95% CI | p |", "|---|---:|---|---|---:|---:|---|---:|"]
-        for c in lb.comparisons:
-            a = f"{_fmt(c['a']['model'])} {c['a']['method']}"
-            b = f"{_fmt(c['b']['model'])} {c['b']['method']}"
-            lines.append(f"| {c['task']} | {c['shots']} | {a} | {b} | {c['n_episodes']} | {_fmt(c['mean_diff'])} | "
-                         f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] | {_fmt(c['p_value'])} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(lb: Leaderboard) -> str:
-    """One CSV line per row; users' metrics as ``<name>``, ``<name>_ci_low``, ``<name>_ci_high`` columns."""
-    extra = _metric_names(lb)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*ROW_FIELDS, *[f"{m}{s}" for m in extra for s in ("", "_ci_low", "_ci_high")]])
-    for r in lb.rows:
-        cells = ["" if r[f] is None else r[f] for f in ROW_FIELDS]
-        for m in extra:
-            v = r.get("metrics", {}).get(m, {})
-            cells += ["" if v.get(k) is None else v[k] for k in ("value", "ci_low", "ci_high")]
-        writer.writerow(cells)
-    return buf.getvalue()
-
-
-def render(lb: Leaderboard, fmt: Format) -> str:
-    """The leaderboard as md, csv, json or a self-contained html report."""
-    if fmt == "md":
-        return to_markdown(lb)
-    if fmt == "csv":
-        return to_csv(lb)
-    if fmt == "json":
-        return json.dumps(lb.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    if fmt == "html":
-        from iclkit.export.html_report import html_report
-
-        return html_report(lb)
-    raise IclkitError(f"unknown format {fmt!r}", field="format", hint=f"one of {', '.join(FORMATS)}")
-
-
-def write(lb: Leaderboard, fmt: Format, out: str | Path) -> Path:
-    """Write the rendered leaderboard atomically."""
-    return atomic_write(out, render(lb, fmt))
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema that ``Leaderboard.to_dict()`` follows."""
-    return json.loads((Path(__file__).parent / "schema" / "leaderboard.schema.json").read_text(encoding="utf-8"))

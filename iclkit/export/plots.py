@@ -1,7 +1,8 @@
 """Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method); PNG and SVG.
 
-Figures are drawn on matplotlib's Agg canvas without pyplot (no global figure state), and saved without
-timestamps and with a fixed SVG id salt, so the same rows always give byte-identical files.
+Figures are drawn on matplotlib's Agg canvas without pyplot: no global figure state, and importing this module
+leaves the user's backend alone (a notebook keeps its own). They are saved without timestamps and with a fixed SVG
+id salt, so the same rows always give byte-identical files. The legend sits beside the axes, never on the curves.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless; before anything imports pyplot
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 ImageFormat = Literal["png", "svg"]
 _RC = {"svg.hashsalt": "iclkit", "svg.fonttype": "path", "font.size": 9}
+_WIDTH, _HEIGHT = 4.8, 3.2  # inches, without the legend
 
 
 def _series(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, list[Mapping[str, Any]]]:
@@ -35,7 +35,7 @@ def _series(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, list[Mapp
 
 def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
     """A figure of accuracy against shots for one task, with each line's 95% CI as a band."""
-    fig = Figure(figsize=(5.0, 3.2), dpi=100)
+    fig = Figure(figsize=(_WIDTH, _HEIGHT), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     lines = _series(rows, task)
@@ -55,7 +55,11 @@ def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
     ax.set_title(task)
     ax.grid(alpha=0.3)
     if lines:
-        ax.legend(fontsize=8, frameon=False, loc="best")
+        # beside the axes, so it never hides a curve; the figure widens by the legend's width, so the plot keeps
+        # its size however long the names are, and tight_layout fits axes, labels and legend inside
+        legend = ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.set_size_inches(_WIDTH + legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2,
+                            _HEIGHT)
     fig.tight_layout()
     return fig
 
@@ -75,6 +79,7 @@ def slug(text: str) -> str:
 
 
 def tasks_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tasks in ``rows``, sorted."""
     return sorted({str(r["task"]) for r in rows})
 
 

@@ -8,43 +8,87 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
+from iclkit.learners.options import OptionSpec, run_wide
 from iclkit.types import Episode, Example, Prediction
+
+T = TypeVar("T")
 
 
 @runtime_checkable
 class Adapted(Protocol):
-    def predict(self, queries: Sequence[Example]) -> list[Prediction]: ...
+    """What a learner knows after seeing one episode's support set."""
+
+    def predict(self, queries: Sequence[Example]) -> list[Prediction]:
+        """One prediction per query, in order; a query's prediction never depends on the other queries."""
+        ...
 
 
 @runtime_checkable
 class Learner(Protocol):
+    """A few-shot method. ``adapt`` returns a new object, so nothing learned on one episode leaks into the next."""
+
     name: str
 
-    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> Adapted: ...
+    def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> Adapted:
+        """Learn from the support set (in demonstration order) of an episode whose classes are ``labels``."""
+        ...
 
     def describe(self) -> Mapping[str, Any]:
-        """Settings that move a score (recorded in the manifest)."""
+        """Settings that move a score (recorded in the manifest), including ``backbone``: the model or feature
+        space in words (e.g. ``smollm2-135m-instruct`` or ``smollm2-135m-instruct layer -1 mean``)."""
         ...
 
 
 @runtime_checkable
 class MetaLearner(Learner, Protocol):
+    """A learner trained on episodes before it sees the evaluation episodes."""
+
     def meta_train(self, episodes: Sequence[Episode]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a learner needs and can do; the runner and the summaries read only this, never a method's name.
+
+    ``min_shots``: fewest demonstrations per class it can adapt to (0-shot episodes are skipped below it).
+    ``open_answers``: it can answer open-answer (generation) tasks, which have no label set.
+    ``batches_episodes``: it has ``predict_episodes(episodes)`` and ``episodes_per_call()``, so the runner hands
+    it several episodes per call (an LM batches their queries together); results equal one episode at a time.
+    ``query_fields``: numeric per-query ``Prediction.extra`` fields the summary averages (e.g. ``label_mass``).
+    """
+
+    min_shots: int = 1
+    open_answers: bool = False
+    batches_episodes: bool = False
+    query_fields: tuple[str, ...] = ()
 
 
 @dataclass
 class MethodContext:
-    """What a learner factory may use: the task, the run's seed, the method options, and lazily the LM."""
+    """What a learner factory may use: the task, the run's seed, the options, and lazily the LM and prompt.
+
+    ``embeddings`` holds the run's embedding caches (one per encoder), so the baselines of one run share vectors in
+    memory and nothing outlives the run.
+    """
 
     task: Any  # TaskData
     seed: int
     options: Mapping[str, Any] = field(default_factory=dict)
     get_lm: Callable[[], Any] | None = None
     get_prompt: Callable[[], Any] | None = None
-    cache_dir: str | None = None
     train_episodes: Callable[[], Sequence[Episode]] | None = None
+    embeddings: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def learner_options(self, spec: OptionSpec) -> dict[str, Any]:
+        """Keyword arguments for a learner from its option spec (typed, defaults from the learner class)."""
+        return spec.resolve(self.options)
+
+    def run_wide(self, cls: type[T]) -> T:
+        """A run-wide option group (``FeatureOptions``, ``MetaTrainOptions``)."""
+        return run_wide(cls, self.options)
 
 
 def softmax(scores: Mapping[str, float]) -> dict[str, float]:

@@ -9,7 +9,9 @@ from typing import Any, Literal, Mapping, Sequence
 from iclkit.lm.base import LM, GenerationRequest, LoglikelihoodRequest
 from iclkit.prompts import PromptTemplate, Rendered
 from iclkit.types import Example, Prediction
-from iclkit.learners.base import classification_prediction
+from iclkit.learners.base import Capabilities, MethodContext, classification_prediction
+from iclkit.learners.options import OptionSpec
+from iclkit.learners.registry import register
 
 Normalize = Literal["sum", "mean"]
 
@@ -27,8 +29,9 @@ class ICL:
     name: str = "icl"
 
     def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "normalize": self.normalize, "chat": self.chat, "prompt": self.prompt.name,
-                "prompt_hash": self.prompt.hash, "model": dict(self.lm.describe())}
+        model = dict(self.lm.describe())
+        return {"method": self.name, "backbone": str(model.get("model")), "normalize": self.normalize,
+                "chat": self.chat, "prompt": self.prompt.name, "prompt_hash": self.prompt.hash, "model": model}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "ICLAdapted":
         return ICLAdapted(self, tuple(support), tuple(labels))
@@ -50,8 +53,7 @@ class ICL:
     def episodes_per_call(self) -> int:
         """How many episodes the runner hands to ``predict_episodes`` at once: on a GPU enough to fill its batches;
         on a CPU one (an episode's queries already fill a CPU batch)."""
-        device = getattr(getattr(self.lm, "device", None), "type", "cpu")
-        return self.episode_batch or (16 if device == "cuda" else 1)
+        return self.episode_batch or (16 if self.lm.device.startswith("cuda") else 1)
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,7 @@ class ICLAdapted:
     def _render(self, query: Example) -> Rendered:
         p = self.learner.prompt
         if self.learner.chat:
-            tok = getattr(self.learner.lm, "tokenizer")
-            apply = lambda msgs: tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)  # noqa: E731
-            return p.render_chat(self.demos, query, self.labels, apply)
+            return p.render_chat(self.demos, query, self.labels, self.learner.lm.apply_chat_template)
         return p.render(self.demos, query, self.labels)
 
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
@@ -104,13 +104,11 @@ class ICLAdapted:
         return out
 
 
-def _factory(ctx: "MethodContext") -> ICL:
+OPTIONS = OptionSpec(ICL, ("normalize", "chat", "max_new_tokens", "episode_batch"))
+CAPABILITIES = Capabilities(min_shots=0, open_answers=True, batches_episodes=True, query_fields=("label_mass",))
+
+
+@register("icl", capabilities=CAPABILITIES, options=OPTIONS)
+def _make(ctx: MethodContext) -> ICL:
     assert ctx.get_lm is not None and ctx.get_prompt is not None
-    return ICL(lm=ctx.get_lm(), prompt=ctx.get_prompt(), normalize=ctx.options.get("normalize", "sum"),
-               chat=bool(ctx.options.get("chat", False)), episode_batch=int(ctx.options.get("episode_batch", 0)))
-
-
-from iclkit.learners import register  # noqa: E402 - registration needs the class above
-from iclkit.learners.base import MethodContext  # noqa: E402
-
-register("icl")(_factory)
+    return ICL(lm=ctx.get_lm(), prompt=ctx.get_prompt(), **ctx.learner_options(OPTIONS))

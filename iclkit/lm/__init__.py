@@ -1,6 +1,8 @@
-"""Language-model backends behind one batch-first interface."""
+"""Language models behind one batch-first protocol (``LM``), loaded by a registered backend (``load_lm``)."""
 
 from iclkit.lm.base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest
-from iclkit.lm.loading import ModelSpec, load_lm
+from iclkit.lm.registry import available_backends, load_lm, register_backend
+from iclkit.lm.spec import ModelSpec
 
-__all__ = ["LM", "GenerationRequest", "Loglikelihood", "LoglikelihoodRequest", "ModelSpec", "load_lm"]
+__all__ = ["LM", "GenerationRequest", "Loglikelihood", "LoglikelihoodRequest", "ModelSpec", "available_backends",
+           "load_lm", "register_backend"]

@@ -1,9 +1,18 @@
-"""The LM interface: batch log-likelihood of continuations, and greedy generation."""
+"""The LM interface: batch log-likelihood, greedy generation, and what ICL and the LM embedder need besides.
+
+Everything outside ``iclkit/lm`` reaches a model only through ``LM``; a backend is any object with these members
+(see ``iclkit.lm.registry`` for how one is registered and chosen).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:  # torch is imported by the backends, not by whoever only names the interface
+    import torch
+
+Pooling = Literal["mean", "last"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +49,44 @@ class GenerationRequest:
 
 @runtime_checkable
 class LM(Protocol):
-    """Batch-first LM: results come back in the order of the requests."""
+    """Batch-first LM: results come back in the order of the requests, whatever order the backend runs them in."""
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]: ...
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """One result per request. A score does not depend on the other requests of the call, on the batch size or
+        on the number of threads (up to float rounding), so a run can batch episodes together freely."""
+        ...
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]: ...
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Greedy (deterministic) text after each prompt, without the stop string and what follows it."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens: the ids a request's parts are scored with."""
+        ...
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        """``messages`` (``{"role", "content"}``) in the model's chat format, as text ending where the assistant's
+        reply begins; ``IclkitError`` (field ``chat``) for a model without a chat template."""
+        ...
+
+    def hidden_states(self, texts: Sequence[str], *, layer: int = -1, pooling: Pooling = "mean",
+                      max_tokens: int = 256) -> "torch.Tensor":
+        """[len(texts), dim] float32 CPU vectors: layer ``layer`` (0 = token embeddings, -1 = last) pooled over each
+        text's first ``max_tokens`` tokens (mean, or the last token). Each text's vector is independent of the
+        others in the call (no padding leaks in); a layer out of range is an ``IclkitError`` (field
+        ``embed_layer``)."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens one prompt plus its continuation may have; 0 when the model does not say."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where the model runs, as torch names it: ``"cpu"``, ``"cuda:0"``, ..."""
+        ...
 
     def describe(self) -> Mapping[str, Any]:
-        """Everything about the model that moves a score: id, revision, weights hash, dtype, quantization."""
+        """Everything about the model that moves a score: id, revision, weights hash, dtype, quantization, backend."""
         ...

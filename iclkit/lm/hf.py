@@ -1,21 +1,30 @@
-"""A transformers causal LM behind the LM interface: prefix-shared, length-bucketed batches, results in input order."""
+"""The "hf" backend: a transformers causal LM behind the LM interface (prefix-shared, length-bucketed batches)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import inspect
-from typing import Any, Mapping, Sequence
+import logging
+import warnings
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
 from iclkit.errors import IclkitError
-from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest
+from iclkit.lm.backoff import run_batched
+from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling
+from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
+from iclkit.lm.registry import register_backend
+from iclkit.lm.spec import ModelSpec
+from iclkit.lm.weights import resolve, weights_hash
 
-# Rows per batch when batch_size=0 (automatic); on CUDA it is halved on every out-of-memory error.
+# Rows per batch when batch_size=0 (automatic); on CUDA a call halves it on each out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}
 TOKENS_PER_ROW = 1024  # padded-token budget per row: long prompts get fewer rows per batch
+# Rows per hidden-state batch at most: the forward pass keeps every layer's states, not one row of logits.
+HIDDEN_ROWS = 16
 
 
 class HFCausalLM:
@@ -36,29 +45,38 @@ class HFCausalLM:
         # Tokens the tokenizer puts in front of every text (e.g. BOS); empty for SmolLM2.
         self.lead: list[int] = list(tokenizer("", add_special_tokens=True)["input_ids"])
         cfg = model.config
-        self.max_length = int(getattr(cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 0))
+        self._context_length = int(getattr(cfg, "max_position_embeddings", 0)
+                                   or getattr(tokenizer, "model_max_length", 0))
         params = inspect.signature(model.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
         # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._encoded: dict[str, list[int]] = {}
-        self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS["cuda" if self.device.type == "cuda" else "cpu"]
+        self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS[
+            "cuda" if model.device.type == "cuda" else "cpu"]
 
     @property
-    def device(self) -> torch.device:
-        return self.model.device
+    def context_length(self) -> int:
+        """``max_position_embeddings`` of the model's config (else the tokenizer's limit); 0 if neither says."""
+        return self._context_length
+
+    @property
+    def device(self) -> str:
+        """The model's device as a string, e.g. ``"cpu"`` or ``"cuda:0"``."""
+        return str(self.model.device)
 
     def describe(self) -> Mapping[str, Any]:
+        """The provenance recorded at load: model, revision, weights hash, dtype, quantization, device, backend."""
         return dict(self.info)
 
-    def encode(self, text: str) -> list[int]:
+    def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens (memoized: prefixes repeat across requests)."""
         ids = self._encoded.get(text)
         if ids is None:
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
             if len(self._encoded) < 100_000:
                 self._encoded[text] = ids
-        return ids
+        return list(ids)  # a copy: a caller that appends to it must not change the memo
 
     def split(self, prefix: str, context: str) -> tuple[list[int], list[int]]:
         """Token ids of ``lead + prefix`` and of ``context``, tokenized separately.
@@ -67,18 +85,45 @@ class HFCausalLM:
         after it, so this matches the tokenization of the joined text (and lm-evaluation-harness's) at the boundary.
         """
         body = prefix.rstrip()
-        return self.lead + self.encode(body), self.encode(prefix[len(body):] + context)
+        return self.lead + self.tokenize(body), self.tokenize(prefix[len(body):] + context)
 
     def request_ids(self, prefix: str, context: str) -> list[int]:
+        """The prompt's token ids as every scoring path sees them (``split`` joined); an empty prompt is an error."""
         head, ctx = self.split(prefix, context)
         if not head and not ctx:
             raise IclkitError("empty prompt: the model needs at least one context token (this tokenizer adds no BOS)")
         return head + ctx
 
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        """The tokenizer's chat template applied to ``messages``, ending with the assistant's turn opened."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise IclkitError(f"model {self.info.get('model', '')!r} has no chat template", field="chat",
+                              hint="run without --chat, or use an instruction-tuned model that ships a template")
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    @torch.inference_mode()
+    def hidden_states(self, texts: Sequence[str], *, layer: int = -1, pooling: Pooling = "mean",
+                      max_tokens: int = 256) -> torch.Tensor:
+        """Layer ``layer`` of the transformer without its LM head, pooled per text: [len(texts), dim] float32 CPU."""
+        n_layers = int(self.model.config.num_hidden_layers)
+        if not -n_layers - 1 <= layer <= n_layers:
+            raise IclkitError(f"layer {layer} out of range for a {n_layers}-layer model", field="embed_layer")
+        seqs = [(self.lead + self.tokenize(t))[:max_tokens] or [self.pad_id] for t in texts]
+        body = getattr(self.model, "base_model", self.model)  # no LM head: no vocabulary-sized logits
+        out: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+
+        def run(batch: list[int]) -> None:
+            vecs = pooled_batch(body, [seqs[i] for i in batch], pad=self.pad_id, layer=layer, pooling=pooling)
+            for row, i in enumerate(batch):
+                out[i] = vecs[row]
+
+        run_batched(run, range(len(seqs)), [len(s) for s in seqs], min(self.batch_size, HIDDEN_ROWS), TOKENS_PER_ROW)
+        return torch.stack(out) if out else torch.zeros(0, int(self.model.config.hidden_size))
+
     def _check_length(self, n: int) -> None:
-        if self.max_length and n > self.max_length:
+        if self._context_length and n > self._context_length:
             raise IclkitError(
-                f"prompt is {n} tokens, longer than the model's context window of {self.max_length} tokens",
+                f"prompt is {n} tokens, longer than the model's context window of {self._context_length} tokens",
                 field="shots", hint="use fewer shots, shorter demonstrations, or a model with a longer context")
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
@@ -95,12 +140,13 @@ class HFCausalLM:
             ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[row, offset + width - len(s):] = 1
         positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
-        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        device = self.model.device
+        return ids.to(device), mask.to(device), positions.to(device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Half-precision autocast on CUDA for half-precision (or quantized) models; a no-op otherwise."""
         dtype = getattr(torch, str(self.info.get("dtype", "")), None)
-        if self.device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        if self.model.device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
@@ -113,9 +159,10 @@ class HFCausalLM:
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """Prefix-shared (or naive, ``share_prefix=False``) scoring; results in the order of ``requests``."""
         items = []
         for r in requests:
-            cont = self.encode(r.continuation)
+            cont = self.tokenize(r.continuation)
             if not cont:
                 raise IclkitError(f"continuation {r.continuation!r} has no tokens", field="verbalizer")
             prefix, ctx = self.split(r.prefix, r.context)
@@ -134,20 +181,8 @@ class HFCausalLM:
         return results  # type: ignore[return-value]
 
     def _retrying(self, run: Any, units: Sequence[Any], lengths: Sequence[int]) -> None:
-        """Call ``run(units in one batch)`` over length-bucketed batches; on CUDA OOM halve the batch size, retry."""
-        queue = self._batches(lengths)
-        while queue:
-            batch = queue.pop(0)
-            try:
-                run([units[i] for i in batch])
-            except torch.cuda.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise IclkitError("out of GPU memory with one sequence per batch",
-                                      hint="use a smaller model, --quantization 8bit/4bit, or fewer shots") from None
-                torch.cuda.empty_cache()
-                self.batch_size = max(1, self.batch_size // 2)
-                rest = [i for b in [batch] + queue for i in b]
-                queue = [[rest[j] for j in b] for b in self._batches([lengths[i] for i in rest])]
+        """``run`` over length-bucketed batches of ``batch_size`` rows, halved within this call on CUDA OOM."""
+        run_batched(run, units, lengths, self.batch_size, TOKENS_PER_ROW)
 
     # -- prefix-shared path ------------------------------------------------------------------------------------------
 
@@ -183,7 +218,7 @@ class HFCausalLM:
 
         def run(batch: list[tuple[int, Row]]) -> None:
             rows = [row for _, row in batch]
-            index = torch.tensor([gi for gi, _ in batch], device=self.device)
+            index = torch.tensor([gi for gi, _ in batch], device=self.model.device)
             rids, rmask, _ = self._left_pad([r.tokens for r in rows])
             positions = lengths[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
             keep = max(r.keep for r in rows)
@@ -200,7 +235,7 @@ class HFCausalLM:
         """Score a group's rows after its cached prefix; False if this model's cache cannot be shared."""
         cache = None
         if group.shared:
-            ids = torch.tensor([group.shared], dtype=torch.long, device=self.device)
+            ids = torch.tensor([group.shared], dtype=torch.long, device=self.model.device)
             with self._autocast():
                 out = self.model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if self._keeps_logits else {}))
             cache = getattr(out, self._cache_arg, None)
@@ -243,6 +278,7 @@ class HFCausalLM:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Greedy decoding in length-bucketed left-padded batches, each text cut at its first stop string."""
         prompts = [self.request_ids(r.prefix, r.context) for r in requests]
         for r, p in zip(requests, prompts):
             self._check_length(len(p) + r.max_new_tokens)
@@ -317,3 +353,77 @@ def _expanded(cache: Any, batch: int) -> Any:
         new.values = layer.values.expand(batch, *layer.values.shape[1:])
         out.layers.append(new)
     return out
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers at ERROR level and without progress bars inside the block; the caller's settings after it.
+
+    Loading logs warnings a run cannot act on (unused weights, generation defaults) and draws bars over ours; but the
+    level and the bars belong to the process that imported iclkit, so they are restored, also when loading fails.
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as tf_logging
+
+    logger = logging.getLogger("transformers")  # the library's root logger, whose level set_verbosity sets
+    level = logger.level  # its own level, not the effective one: restoring NOTSET must give NOTSET
+    bars = tf_logging.is_progress_bar_enabled()
+    hub_bars_off = hub_utils.are_progress_bars_disabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()  # also turns off huggingface_hub's download bars
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        with warnings.catch_warnings():
+            # huggingface_hub warns on each toggle that HF_HUB_DISABLE_PROGRESS_BARS overrides; it keeps the env's state
+            warnings.simplefilter("ignore")
+            if bars:
+                tf_logging.enable_progress_bar()  # turns huggingface_hub's bars back on as well
+            if hub_bars_off:
+                hub_utils.disable_progress_bars()
+            elif not bars:
+                hub_utils.enable_progress_bars()
+
+
+def _torch_dtype(spec: ModelSpec, device: str) -> Any:
+    if spec.dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, spec.dtype)
+
+
+@register_backend("hf")
+def load(spec: ModelSpec) -> HFCausalLM:
+    """Load ``spec`` with ``transformers.AutoModelForCausalLM`` (bitsandbytes for 8bit/4bit) as an HFCausalLM."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = _torch_dtype(spec, device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code,
+                              "attn_implementation": "sdpa"}
+    with quiet_transformers():
+        folder, provenance = resolve(spec)
+        if spec.quantization != "none":
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+                load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
+                bnb_4bit_compute_dtype=dtype)
+            kwargs["device_map"] = {"": device}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            except ValueError:  # an architecture without SDPA support: its default attention
+                del kwargs["attn_implementation"]
+                model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError) as e:
+            raise IclkitError(f"cannot load model: {e}".splitlines()[0], file=str(folder), field="model") from None
+        if spec.quantization == "none":
+            model = model.to(device)
+    info = {
+        "model": spec.name, "revision": spec.revision or getattr(model.config, "_commit_hash", None),
+        "weights_sha256": weights_hash(folder), "dtype": str(dtype).replace("torch.", ""),
+        "quantization": spec.quantization, "device": device, "folder": str(folder), **provenance,
+        "class": type(model).__name__, "backend": spec.backend,
+    }
+    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, share_prefix=spec.share_prefix, info=info)

@@ -74,9 +74,10 @@ def gather(blocks: Sequence[Sequence[T]], w: World) -> list[list[T]]:
 
     parts: list[list[list[T]] | None] = [None] * w.size
     dist.all_gather_object(parts, [list(b) for b in blocks])
-    out = []
-    for j in range(len(blocks)):
-        pieces = [p[j] for p in parts]  # type: ignore[index]
-        n = sum(len(p) for p in pieces)
-        out.append([pieces[i % w.size][i // w.size] for i in range(n)])
-    return out
+    return [merge_shards([p[j] for p in parts]) for j in range(len(blocks))]  # type: ignore[index]
+
+
+def merge_shards(pieces: Sequence[Sequence[T]]) -> list[T]:
+    """Inverse of ``shard``: the shards of ranks 0..W−1 of one block, interleaved back into the block's order."""
+    n = sum(len(p) for p in pieces)
+    return [pieces[i % len(pieces)][i // len(pieces)] for i in range(n)]

@@ -1,50 +1,35 @@
-"""Running methods on episodes: Task → Episodes → Learner.adapt(support) → predict(query) → RunResult."""
+"""Running learners on episodes: Task → Episodes → Learner.adapt(support) → predict(query) → RunResult.
+
+The loop knows learners only through their registry entry: capabilities (fewest shots, open answers, several
+episodes per call) and whether they are meta-learners; no method is special-cased by name.
+"""
 
 from __future__ import annotations
 
 import platform
 import sys
+from dataclasses import dataclass, field
 from importlib import metadata
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
 from iclkit import learners
-from iclkit.runner import distributed
-from iclkit.runner.checkpoint import Checkpoint, config_key
 from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
+from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, records, summarize
+from iclkit.data.tasks import TaskData, load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes, write_episodes
 from iclkit.errors import IclkitError
-from iclkit.lm.loading import ModelSpec, load_lm
+from iclkit.files import staged_dir, write_json, write_jsonl
+from iclkit.learners.options import MetaTrainOptions
+from iclkit.lm import ModelSpec, load_lm
 from iclkit.metatrain import training_episodes
 from iclkit.prompts import PromptTemplate, load_prompt
-from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, records, summarize
-from iclkit.files import staged_dir, write_json, write_jsonl
-from iclkit.data.tasks import TaskData, load_task
+from iclkit.runner import distributed
+from iclkit.runner.checkpoint import Checkpoint, config_key
+from iclkit.runner.config import RunConfig
 from iclkit.types import Episode, EpisodeResult, episodes_hash
-
-DEFAULT_TASKS = ("movie-sentiment", "country-capital", "past-tense", "nationality")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides a run's numbers."""
-
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    model: ModelSpec = ModelSpec()
-    episodes: EpisodeConfig = EpisodeConfig()
-    methods: tuple[str, ...] = ("icl",)
-    prompt: str | None = None  # overrides each task's own prompt
-    options: Mapping[str, Any] = field(default_factory=dict)  # method options: normalize, chat, ...
-    text_field: str | None = None
-    label_field: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["options"] = dict(self.options)
-        return d
 
 
 @dataclass
@@ -56,12 +41,12 @@ class RunResult:
     results: list[EpisodeResult]
     manifest: dict[str, Any]
     summary: list[dict[str, Any]] = field(default_factory=list)
-    comparison: list[dict[str, Any]] = field(default_factory=list)  # paired differences vs ICL
+    comparison: list[dict[str, Any]] = field(default_factory=list)  # paired differences vs the reference method
 
     def table(self) -> str:
         if not self.comparison:
             return markdown_table(self.summary)
-        return (markdown_table(self.summary) + "\n\nPaired difference vs ICL (same episodes):\n\n"
+        return (markdown_table(self.summary) + f"\n\nPaired difference vs {self.config.reference} (same episodes):\n\n"
                 + comparison_table(self.comparison))
 
     def records(self) -> list[dict[str, Any]]:
@@ -98,14 +83,13 @@ class _LazyLM:
 
 
 def run_method(learner: learners.Learner, episodes: Sequence[Episode], *, progress: bool = True,
-               desc: str = "", checkpoint: Checkpoint | None = None) -> list[EpisodeResult]:
+               desc: str = "", checkpoint: Checkpoint | None = None, per_call: int = 1) -> list[EpisodeResult]:
     """Adapt to each episode's support and predict its queries (episodes finished in ``checkpoint`` are reused).
 
-    A learner with ``predict_episodes`` (ICL) gets ``episodes_per_call()`` episodes at a time, so the LM can batch
-    queries across episodes; results are the same as one episode at a time."""
+    ``per_call > 1`` (a learner whose capabilities say ``batches_episodes``) hands it that many episodes at a time
+    through ``predict_episodes``, so an LM can batch queries across episodes; results equal one at a time."""
     done = {ep.id: checkpoint.get(learner.name, ep) for ep in episodes} if checkpoint is not None else {}
     todo = [ep for ep in episodes if done.get(ep.id) is None]
-    per_call = learner.episodes_per_call() if hasattr(learner, "predict_episodes") else 1
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=desc, disable=not progress,
                file=sys.stderr, leave=False)
     for start in range(0, len(todo), per_call):
@@ -137,27 +121,33 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     With ``out``, finished episodes are checkpointed beside it, so a killed run started again with the same
     config resumes where it stopped. ``score_cache``: sqlite file of LM scores reused across runs.
     """
+    config.check()
     tasks = [load_task(t, text_field=config.text_field, label_field=config.label_field) for t in config.tasks]
     prompts = {t.name: _prompt_for(t, config.prompt) for t in tasks}
     episodes = {t.name: sample_episodes(t, config.episodes) for t in tasks}
+    meta_options = learners.MethodContext(task=None, seed=0, options=config.options).run_wide(MetaTrainOptions)
     get_lm = _LazyLM(config.model, score_cache)
     world = distributed.init()  # under accelerate launch / torchrun: this process runs every world.size-th episode
     progress = progress and world.main
     ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None and world.main else None
+    embeddings: dict[str, Any] = {}  # this run's embedding caches, shared by its baselines
     blocks: list[list[EpisodeResult]] = []
     described: dict[str, Any] = {}
     meta_hashes: dict[str, str] = {}
+    query_fields: dict[str, tuple[str, ...]] = {}
     for task in tasks:
         for method in config.methods:
-            if task.spec.type == "generation" and method != "icl":
-                continue  # baselines are classifiers; open-answer tasks are ICL only
-            # Baselines need at least one demonstration per class; 0-shot is ICL only.
-            eps = [e for e in episodes[task.name] if method == "icl" or e.shots > 0]
+            caps = learners.entry(method).capabilities
+            query_fields[method] = caps.query_fields
+            if task.spec.type == "generation" and not caps.open_answers:
+                continue  # open-answer tasks have no label set for a classifier to pick from
+            eps = [e for e in episodes[task.name] if e.shots >= caps.min_shots]
             ctx = learners.MethodContext(
-                task=task, seed=config.episodes.seed, options={"progress": progress, **config.options},
-                get_lm=get_lm, get_prompt=lambda t=task: prompts[t.name],
-                train_episodes=lambda t=task: training_episodes(t, episodes[t.name], config.options,
-                                                                config.episodes.seed))
+                task=task, seed=config.episodes.seed, options=config.options, get_lm=get_lm,
+                get_prompt=lambda t=task: prompts[t.name],
+                train_episodes=lambda t=task: training_episodes(t, episodes[t.name], meta_options,
+                                                                config.episodes.seed),
+                embeddings=embeddings, progress=progress)
             learner = learners.make(method, ctx)
             if isinstance(learner, learners.MetaLearner):
                 assert ctx.train_episodes is not None
@@ -165,8 +155,9 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
                 learner.meta_train(train)
                 meta_hashes[f"{task.name}/{method}"] = episodes_hash(train)
             described[f"{task.name}/{method}"] = dict(learner.describe())
+            per_call = learner.episodes_per_call() if caps.batches_episodes else 1  # type: ignore[attr-defined]
             blocks.append(run_method(learner, distributed.shard(eps, world), progress=progress,
-                                     desc=f"{task.name} {method}", checkpoint=ckpt))
+                                     desc=f"{task.name} {method}", checkpoint=ckpt, per_call=per_call))
     results = [r for block in distributed.gather(blocks, world) for r in block]
     manifest = {
         "iclkit_summary_version": SUMMARY_VERSION,
@@ -182,8 +173,10 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         "seed": config.episodes.seed,
         "processes": world.size,
     }
-    result = RunResult(config, episodes, results, manifest, summarize(results, seed=config.episodes.seed),
-                       compare(results, seed=config.episodes.seed) if "icl" in config.methods else [])
+    summary = summarize(results, seed=config.episodes.seed, query_fields=query_fields)
+    comparison = (compare(results, reference=config.reference, seed=config.episodes.seed)
+                  if config.reference in config.methods else [])
+    result = RunResult(config, episodes, results, manifest, summary, comparison)
     if out is not None and world.main:
         save(result, Path(out))
         if ckpt is not None:
@@ -214,20 +207,26 @@ def save(result: RunResult, out: Path) -> None:
         write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary})
         (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
         if result.comparison:
-            write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": "icl",
+            write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": result.config.reference,
                                                  "rows": result.comparison})
         write_plots(result.summary, tmp / "plots")
 
 
-def evaluate(tasks: str | Sequence[str] = DEFAULT_TASKS, *, model: str | ModelSpec = "smollm2-135m-instruct",
-             shots: Sequence[int] = (0, 1, 4), n_episodes: int = 20, n_way: int | None = None, n_query: int = 16,
-             seed: int = 0, methods: Sequence[str] = ("icl",), prompt: str | None = None,
-             out: str | Path | None = None, progress: bool = True, score_cache: str | Path | None = None,
-             **options: Any) -> RunResult:
-    """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20)``."""
-    spec = model if isinstance(model, ModelSpec) else ModelSpec(name=model)
-    config = RunConfig(
-        tasks=(tasks,) if isinstance(tasks, str) else tuple(tasks), model=spec,
-        episodes=EpisodeConfig(shots=tuple(shots), n_episodes=n_episodes, n_way=n_way, n_query=n_query, seed=seed),
-        methods=tuple(methods), prompt=prompt, options=options)
+def evaluate(tasks: str | Sequence[str] = RunConfig.tasks, *, model: str | ModelSpec = ModelSpec.name,
+             shots: Sequence[int] = EpisodeConfig.shots, n_episodes: int = EpisodeConfig.n_episodes,
+             n_way: int | None = None, n_query: int = EpisodeConfig.n_query, seed: int = EpisodeConfig.seed,
+             methods: Sequence[str] = RunConfig.methods, prompt: str | None = None, out: str | Path | None = None,
+             progress: bool = True, score_cache: str | Path | None = None, **options: Any) -> RunResult:
+    """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, methods=DEFAULT_METHODS)``.
+
+    ``options`` are learner and run-wide options by name (``normalize="mean"``, ``knn_k=10``, ``embed="minilm"``);
+    an unknown name is an IclkitError listing the valid ones. Defaults are RunConfig's, as for the CLI."""
+    given: dict[str, Any] = {"tasks": (tasks,) if isinstance(tasks, str) else tuple(tasks), "shots": tuple(shots),
+                             "n_episodes": n_episodes, "n_way": n_way, "n_query": n_query, "seed": seed,
+                             "methods": tuple(methods), "prompt": prompt, **options}
+    config = RunConfig.from_options(given)
+    if isinstance(model, ModelSpec):
+        config = RunConfig(**{**vars(config), "model": model})
+    else:
+        config = RunConfig(**{**vars(config), "model": ModelSpec(**{**vars(config.model), "name": model})})
     return run(config, out, progress=progress, score_cache=score_cache)

@@ -1,4 +1,4 @@
-"""Resolving a model name to loaded weights: the embedded default, a .gguf file, a local folder, or a hub id."""
+"""Resolving a model name to a local weights folder: the embedded default, a .gguf file, a folder, or a hub id."""
 
 from __future__ import annotations
 
@@ -7,33 +7,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from iclkit import hub, resources
 from iclkit.errors import IclkitError
 from iclkit.files import atomic_write, file_sha256
+from iclkit.lm.spec import ALIASES, EMBEDDED, ModelSpec
 from iclkit.paths import cache_dir
-
-DType = Literal["auto", "float32", "bfloat16", "float16"]
-Quantization = Literal["none", "8bit", "4bit"]
-EMBEDDED = "smollm2-135m-instruct"
-ALIASES = {"embedded": EMBEDDED, "default": EMBEDDED, EMBEDDED: EMBEDDED}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to load and how. ``name``: the embedded default, a .gguf path, a folder, or a hub id."""
-
-    name: str = EMBEDDED
-    revision: str | None = None
-    dtype: DType = "auto"
-    quantization: Quantization = "none"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    batch_size: int = 0  # rows per batch; 0 = automatic (16 on CPU; on CUDA 512, halved on out-of-memory)
-    share_prefix: bool = True  # score an episode's demonstrations once (KV cache); False = one full pass per request
 
 
 def memo_sha256(path: Path) -> str:
@@ -112,10 +93,11 @@ def resolve(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
         return path, {"source": "folder"}
     if name.startswith((".", "/", "~")):
         raise IclkitError("no such model folder or file", file=name)
-    return _from_hub(name, spec.revision), {"source": "hub"}
+    return from_hub(name, spec.revision), {"source": "hub"}
 
 
-def _from_hub(repo_id: str, revision: str | None) -> Path:
+def from_hub(repo_id: str, revision: str | None = None) -> Path:
+    """Local snapshot of a hub repository's config, tokenizer and safetensors files (the cache when offline)."""
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
@@ -129,57 +111,3 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
             f"model {repo_id!r} cannot be loaded: {why}".splitlines()[0], field="model",
             hint=f"offline alternatives: the embedded default ({EMBEDDED}), a local model folder, or a .gguf file",
         ) from None
-
-
-def _torch_dtype(spec: ModelSpec, device: str) -> Any:
-    import torch
-
-    if spec.dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, spec.dtype)
-
-
-def load_lm(spec: ModelSpec | str = EMBEDDED) -> Any:
-    """Load a causal LM and its tokenizer as an HFCausalLM."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from iclkit.lm.hf import HFCausalLM
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    if isinstance(spec, str):
-        spec = ModelSpec(name=spec)
-    folder, provenance = resolve(spec)
-    device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _torch_dtype(spec, device)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code,
-                              "attn_implementation": "sdpa"}
-    if spec.quantization != "none":
-        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
-            bnb_4bit_compute_dtype=dtype)
-        kwargs["device_map"] = {"": device}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-        except ValueError:  # an architecture without SDPA support: its default attention
-            del kwargs["attn_implementation"]
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError) as e:
-        raise IclkitError(f"cannot load model: {e}".splitlines()[0], file=str(folder), field="model") from None
-    if spec.quantization == "none":
-        model = model.to(device)
-    info = {
-        "model": spec.name, "revision": spec.revision or getattr(model.config, "_commit_hash", None),
-        "weights_sha256": weights_hash(folder), "dtype": str(dtype).replace("torch.", ""),
-        "quantization": spec.quantization, "device": device, "folder": str(folder), **provenance,
-        "class": type(model).__name__,
-    }
-    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, share_prefix=spec.share_prefix, info=info)
-
-
-def spec_dict(spec: ModelSpec) -> dict[str, Any]:
-    return asdict(spec)

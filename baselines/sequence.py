@@ -13,7 +13,7 @@ from iclkit.learners.base import row_predictions
 from iclkit.metatrain import generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from baselines._common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
+from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
 
 
 def stacked(batch: Sequence[Arrays]) -> list[Arrays]:
@@ -41,7 +41,7 @@ class SequenceLearner:
     progress: bool = True
     name: str = ""
     params: Params | None = field(default=None, repr=False)
-    shape: NamedTuple | None = field(default=None, repr=False)
+    shape: Any = field(default=None, repr=False)  # the subclass's NamedTuple, set by meta_train
     _inputs: Whitened | None = field(default=None, repr=False)
 
     # -- what a subclass defines -----------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ class SequenceLearner:
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, **self.settings(), "input_dim": self.input_dim, "input_noise": self.input_noise,
-                "meta_train": vars(self.loop), "features": self.featurize.key}
+                "meta_train": vars(self.loop), "backbone": self.featurize.description, "features": self.featurize.key}
 
     def weights_config(self, shape: NamedTuple) -> dict[str, Any]:
         return {**shape._asdict(), "inputs": "pca-whitened", "input_noise": self.input_noise}

@@ -10,19 +10,21 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from iclkit.embeddings import Features, encoder_for, shared_cache
-from iclkit.learners.base import MethodContext
+from iclkit.embeddings import Features, cache_for, encoder_for
+from iclkit.learners import FeatureOptions, MethodContext
 from iclkit.metatrain import generator, label_index, load_weights, save_weights, weights_dir
-from iclkit.types import Episode, Example, episodes_hash
+from iclkit.types import Episode, Example, content_key, episodes_hash
 
 Params = dict[str, torch.Tensor]
 Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # support x, support y, query x, query y
 
 
 class Featurizer(Protocol):
-    """Example → vector; ``key`` names the embedding space (part of every meta-trained weights key)."""
+    """Example → vector; ``key`` names the embedding space (part of every meta-trained weights key), and
+    ``description`` says it in words for people (``smollm2-135m-instruct layer -1 mean``)."""
 
     key: str
+    description: str
 
     def __call__(self, examples: Sequence[Example]) -> torch.Tensor: ...
 
@@ -38,31 +40,21 @@ class OuterLoop:
 
 
 def features_from(ctx: MethodContext) -> Features:
-    """The run's embedding space (``embed``, ``embed_layer``, ``pooling`` options), centred on train texts."""
-    o = ctx.options
-    encoder = encoder_for(str(o.get("embed", "lm")), get_lm=ctx.get_lm, layer=int(o.get("embed_layer", -1)),
-                          pooling=o.get("pooling", "mean"))
-    feats = Features(shared_cache(encoder, progress=bool(o.get("progress", True))))
+    """The run's embedding space (``FeatureOptions``: embed, embed_layer, pooling), centred on train texts."""
+    o = ctx.run_wide(FeatureOptions)
+    encoder = encoder_for(o.embed, get_lm=ctx.get_lm, layer=o.embed_layer, pooling=o.pooling)
+    feats = Features(cache_for(encoder, ctx.embeddings, progress=ctx.progress))
     train = list(ctx.task.train)
-    sample = random.Random(f"center/{ctx.seed}").sample(train, min(len(train), int(o.get("center_texts", 256))))
+    sample = random.Random(f"center/{ctx.seed}").sample(train, min(len(train), o.center_texts))
     return feats.with_center(sample) if sample else feats
-
-
-def loop_from(ctx: MethodContext, prefix: str, default: OuterLoop) -> OuterLoop:
-    """Outer-loop settings from options such as ``maml_steps`` / ``meta_steps``, else the method's defaults."""
-    o = ctx.options
-    pick = lambda f, cast: cast(o.get(f"{prefix}_{f}", o.get(f"meta_{f}", getattr(default, f))))  # noqa: E731
-    return OuterLoop(steps=pick("steps", int), lr=pick("lr", float), meta_batch=pick("meta_batch", int),
-                     cosine=default.cosine)
 
 
 def episode_arrays(featurize: Featurizer, episodes: Sequence[Episode]) -> list[Arrays]:
     """Tensors per episode, embedding all distinct examples in one pass."""
-    examples = list({e.id + "\0" + str(sorted(e.fields.items())): e for ep in episodes
-                     for e in (*ep.support, *ep.query)}.values())
+    examples = list({(e.id, content_key(e)): e for ep in episodes for e in (*ep.support, *ep.query)}.values())
     vecs = featurize(examples)
-    row = {e.id + "\0" + str(sorted(e.fields.items())): i for i, e in enumerate(examples)}
-    get = lambda xs: vecs[[row[e.id + "\0" + str(sorted(e.fields.items()))] for e in xs]]  # noqa: E731
+    row = {(e.id, content_key(e)): i for i, e in enumerate(examples)}
+    get = lambda xs: vecs[[row[(e.id, content_key(e))] for e in xs]]  # noqa: E731
     return [(get(ep.support), label_index(ep.support, ep.labels), get(ep.query), label_index(ep.query, ep.labels))
             for ep in episodes]
 
@@ -109,6 +101,7 @@ class Whitened:
     def __init__(self, inner: Featurizer, mean: torch.Tensor, basis: torch.Tensor):
         self.inner, self.mean, self.basis = inner, mean, basis  # basis: [dim, k], columns scaled by 1/σ
         self.key = inner.key
+        self.description = inner.description
 
     @classmethod
     def fit(cls, inner: Featurizer, episodes: Sequence[Episode], k: int) -> "Whitened":

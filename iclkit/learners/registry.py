@@ -1,0 +1,94 @@
+"""Learner registry: a name → (factory, capabilities, options) entry per method.
+
+Built-in learners are listed lazily (name → module that registers it on import), so a run imports only the
+learners it uses. Adding a learner is one file that ends with one ``register(...)`` line, and one line in ``_LAZY``
+if it ships with iclkit (a user's own learner just calls ``register`` before the run).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from iclkit.errors import IclkitError
+from iclkit.learners.base import Capabilities, Learner, MethodContext
+from iclkit.learners.options import OptionSpec, check_names, run_wide_names
+
+Factory = Callable[[MethodContext], Learner]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered learner: how to build it, what it can do, which options it takes."""
+
+    name: str
+    factory: Factory
+    capabilities: Capabilities
+    options: OptionSpec | None = None
+
+
+_ENTRIES: dict[str, Entry] = {}
+# name → module that registers it on import (baselines live in the top-level baselines/ folder)
+_LAZY: dict[str, str] = {
+    "icl": "iclkit.learners.icl",
+    "protonet": "iclkit.baselines.protonet",
+    "protonet-proj": "iclkit.baselines.protonet",
+    "maml": "iclkit.baselines.maml",
+    "fomaml": "iclkit.baselines.maml",
+    "mann": "iclkit.baselines.mann",
+    "knn": "iclkit.baselines.knn",
+    "linear": "iclkit.baselines.linear",
+    "transformer": "iclkit.baselines.transformer",
+}
+
+
+def register(name: str, *, capabilities: Capabilities = Capabilities(),
+             options: OptionSpec | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: ``@register("knn", options=OptionSpec(KNN, ("k", "mode"), prefix="knn")) def make(ctx)``."""
+
+    def deco(factory: Factory) -> Factory:
+        _ENTRIES[name] = Entry(name, factory, capabilities, options)
+        return factory
+
+    return deco
+
+
+def unregister(name: str) -> None:
+    """Remove a learner registered at run time (tests, notebooks)."""
+    _ENTRIES.pop(name, None)
+
+
+def available() -> list[str]:
+    """Every learner name: registered ones and built-in ones not imported yet."""
+    return sorted(set(_ENTRIES) | set(_LAZY))
+
+
+def entry(name: str) -> Entry:
+    """The registered learner ``name`` (imports its module on first use)."""
+    if name not in _ENTRIES and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    if name not in _ENTRIES:
+        raise IclkitError(f"unknown method {name!r}", field="methods", hint=f"available: {', '.join(available())}")
+    return _ENTRIES[name]
+
+
+def make(name: str, ctx: MethodContext) -> Learner:
+    """Build the learner registered as ``name``."""
+    return entry(name).factory(ctx)
+
+
+def option_names() -> list[str]:
+    """Every option a run accepts: the run-wide ones and every learner's (built-in learners are imported)."""
+    names = set(run_wide_names())
+    for name in available():
+        spec = entry(name).options
+        if spec is not None:
+            names.update(spec.names())
+    return sorted(names)
+
+
+def check_options(given: list[str] | tuple[str, ...], *, file: str | None = None) -> None:
+    """Fail on an unknown option name (a typo), naming the valid ones."""
+    if given:
+        check_names(given, option_names(), file=file)

@@ -1,0 +1,85 @@
+"""Backend registry: ``ModelSpec.backend`` names the factory that turns a spec into an ``LM``.
+
+Built-in backends are imported only when chosen (``"hf"`` pulls in torch and transformers). A second backend plugs in
+in three steps:
+
+1. Write a class with every member of ``iclkit.lm.LM`` — ``loglikelihood``, ``generate``, ``tokenize``,
+   ``apply_chat_template``, ``hidden_states``, ``context_length``, ``device``, ``describe`` — following the
+   contracts in ``iclkit/lm/base.py`` (results in request order, scores independent of batching, ``describe()``
+   with a ``weights_sha256`` if runs should use the score cache).
+2. Register a factory from a ``ModelSpec`` to it, in the module that defines it::
+
+       from iclkit.lm import ModelSpec, register_backend
+
+       @register_backend("vllm")
+       def load(spec: ModelSpec) -> VLLMModel:
+           return VLLMModel(spec.name, revision=spec.revision, dtype=spec.dtype)
+
+3. Make the module imported before ``load_lm`` runs: import it yourself (Python API), or declare it as an entry
+   point of your package so that ``iclkit run --backend vllm`` finds it by name::
+
+       [project.entry-points."iclkit.backends"]
+       vllm = "my_package.vllm_backend"
+
+Then ``load_lm(ModelSpec(name=..., backend="vllm"))`` (or ``--backend vllm``) loads it, ICL scores through it, and
+``--embed lm`` embeds with its ``hidden_states``. A backend inside iclkit is listed in ``_LAZY`` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import Callable, TypeVar
+
+from iclkit.errors import IclkitError
+from iclkit.lm.base import LM
+from iclkit.lm.spec import EMBEDDED, ModelSpec
+
+Backend = Callable[[ModelSpec], LM]
+F = TypeVar("F", bound=Backend)
+ENTRY_POINTS = "iclkit.backends"
+_BACKENDS: dict[str, Backend] = {}
+# name → module that registers it on import (heavy dependencies load only for the backend a run uses)
+_LAZY: dict[str, str] = {"hf": "iclkit.lm.hf"}
+
+
+def register_backend(name: str) -> Callable[[F], F]:
+    """Decorator: ``@register_backend("hf") def load(spec: ModelSpec) -> LM``; a later registration replaces it."""
+
+    def deco(factory: F) -> F:
+        _BACKENDS[name] = factory
+        return factory
+
+    return deco
+
+
+def _plugins() -> dict[str, str]:
+    """Backend name → module, from installed packages' ``iclkit.backends`` entry points."""
+    return {ep.name: ep.value.split(":")[0] for ep in metadata.entry_points(group=ENTRY_POINTS)}
+
+
+def available_backends() -> list[str]:
+    """Names ``ModelSpec.backend`` may take: registered, built in, or declared by an installed package."""
+    return sorted(set(_BACKENDS) | set(_LAZY) | set(_plugins()))
+
+
+def load_lm(spec: ModelSpec | str = EMBEDDED) -> LM:
+    """Load the model ``spec`` describes (a bare string is a model name) with the backend it names."""
+    if isinstance(spec, str):
+        spec = ModelSpec(name=spec)
+    name = spec.backend
+    if name not in _BACKENDS:
+        module = _LAZY.get(name) or _plugins().get(name)
+        if module is not None:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:  # a plugin whose own dependencies are missing: say which backend needs them
+                raise IclkitError(f"backend {name!r} cannot be imported: {e}", field="backend") from e
+    if name not in _BACKENDS:
+        raise IclkitError(f"unknown backend {name!r}", field="backend",
+                          hint=f"available: {', '.join(available_backends())}")
+    lm = _BACKENDS[name](spec)
+    if not isinstance(lm, LM):
+        raise IclkitError(f"backend {name!r} returned a {type(lm).__name__}, which lacks members of iclkit.lm.LM",
+                          field="backend", hint="see the checklist in iclkit/lm/registry.py")
+    return lm

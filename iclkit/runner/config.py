@@ -1,0 +1,102 @@
+"""The run configuration: everything that decides a run's numbers, with every default written once, here.
+
+The CLI, a ``--config`` YAML file and ``iclkit.evaluate(...)`` all build a ``RunConfig`` through
+``RunConfig.from_options`` from the same flat names (``shots``, ``methods``, ``knn_k``, ...), so they cannot disagree
+on a default, and a misspelt name is an error naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from iclkit.analysis.paired import DEFAULT_REFERENCE
+from iclkit.episodes import EpisodeConfig
+from iclkit.errors import IclkitError
+from iclkit.learners import check_options, entry, option_names
+from iclkit.learners.options import FeatureOptions, MetaTrainOptions, check_names, coerce, run_wide
+from iclkit.lm import ModelSpec
+
+# User-facing defaults: the built-in offline tasks, and every built-in method on the same episodes (compared
+# with DEFAULT_REFERENCE).
+DEFAULT_TASKS = ("movie-sentiment", "country-capital", "past-tense", "nationality")
+DEFAULT_METHODS = ("icl", "protonet", "maml", "fomaml", "mann", "transformer", "knn", "linear")
+
+# flat name → (where it goes, field there)
+_MODEL = {f.name: f.name for f in dataclasses.fields(ModelSpec)} | {"model": "name"}
+_MODEL.pop("name")
+_EPISODES = {"shots": "shots", "episodes": "n_episodes", "n_episodes": "n_episodes", "n_way": "n_way",
+             "n_query": "n_query", "seed": "seed", "query_balance": "query_balance"}
+_RUN = ("task", "tasks", "methods", "prompt", "text_field", "label_field", "reference")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers."""
+
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    model: ModelSpec = ModelSpec()
+    episodes: EpisodeConfig = EpisodeConfig()
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    prompt: str | None = None  # overrides each task's own prompt
+    options: Mapping[str, Any] = field(default_factory=dict)  # learner and run-wide options (iclkit.learners.options)
+    text_field: str | None = None
+    label_field: str | None = None
+    reference: str = DEFAULT_REFERENCE
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["options"] = dict(self.options)
+        return d
+
+    def check(self) -> None:
+        """Fail before any work on an unknown method, option name, or option value."""
+        check_options(list(self.options))
+        for method in self.methods:
+            spec = entry(method).options
+            if spec is not None:
+                spec.resolve(self.options)
+        run_wide(FeatureOptions, self.options)
+        run_wide(MetaTrainOptions, self.options)
+
+    @classmethod
+    def from_options(cls, given: Mapping[str, Any], *, file: str | None = None) -> "RunConfig":
+        """A config from flat names (CLI flags, a config file, keywords); what is not given keeps its default."""
+        given = {str(k).replace("-", "_"): v for k, v in given.items() if v is not None}
+        check_names(list(given), [*_MODEL, *_EPISODES, *_RUN, *option_names()], file=file)
+        model = {_MODEL[k]: _typed(ModelSpec, _MODEL[k], v) for k, v in given.items() if k in _MODEL}
+        episodes = {_EPISODES[k]: _typed(EpisodeConfig, _EPISODES[k], v) for k, v in given.items() if k in _EPISODES}
+        run: dict[str, Any] = {}
+        tasks = given.get("tasks", given.get("task"))
+        if tasks is not None:
+            run["tasks"] = _names(tasks, "task")
+        if "methods" in given:
+            run["methods"] = _names(given["methods"], "methods")
+        for key in ("prompt", "text_field", "label_field", "reference"):
+            if key in given:
+                run[key] = str(given[key])
+        options = {k: v for k, v in given.items() if k not in _MODEL and k not in _EPISODES and k not in _RUN}
+        config = cls(model=ModelSpec(**model), episodes=EpisodeConfig(**episodes), options=options, **run)
+        config.check()
+        return config
+
+
+def _names(value: Any, name: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = tuple(str(x).strip() for x in items if str(x).strip())
+    if not out:
+        raise IclkitError("must name at least one", field=name)
+    return out
+
+
+def _typed(cls: type, name: str, value: Any) -> Any:
+    kind = typing.get_type_hints(cls)[name]
+    if typing.get_origin(kind) is tuple:  # shot counts
+        items = value.split(",") if isinstance(value, str) else list(value) if not isinstance(value, int) else [value]
+        try:
+            return tuple(int(str(x).strip()) for x in items if str(x).strip())
+        except ValueError:
+            raise IclkitError(f"expected comma-separated integers, got {value!r}", field=name) from None
+    return coerce(value, kind, name)
