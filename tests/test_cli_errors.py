@@ -102,6 +102,8 @@ def test_config_file_errors_name_the_file_and_key(tmp_path, capsys):
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     bad = jsonl(tmp_path / "d.jsonl", ['{"text": "x", "label": "yes"}', "not json"])
-    proc = subprocess.run([sys.executable, "-m", "iclkit", "run", "--task", bad], capture_output=True, text=True)
+    # from another folder: in the repository root `-m iclkit` would import the source tree, not the installation
+    proc = subprocess.run([sys.executable, "-m", "iclkit", "run", "--task", bad], capture_output=True, text=True,
+                          cwd=tmp_path)
     assert proc.returncode == 2
     assert "d.jsonl:2" in proc.stderr and "malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
