@@ -13,7 +13,7 @@ import torch
 
 from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import MethodContext, row_predictions
-from iclkit.metatrain import generator, label_index
+from iclkit.metatrain import TrainingData, generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
 from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, features_from, meta_fit
@@ -42,10 +42,13 @@ class ProtoNet:
     progress: bool = True
     name: str = "protonet"
     projection: torch.Tensor | None = field(default=None, repr=False)  # meta-trained weights, never episode state
+    trained_on: TrainingData | None = field(default=None, repr=False)  # None: learned from no meta-training episode
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "metric": self.metric, "projection_dim": self.projection_dim,
-                "backbone": self.featurize.description, "features": self.featurize.key, **({"meta_train": vars(self.loop)} if self.projection_dim else {})}
+                "backbone": self.featurize.description, "features": self.featurize.key,
+                **({"meta_train": vars(self.loop)} if self.projection_dim else {}),
+                **({"meta_train_data": self.trained_on.to_dict()} if self.trained_on else {})}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
         if not self.projection_dim:
@@ -65,6 +68,7 @@ class ProtoNet:
         self.projection = meta_fit(self.name, init, loss, episodes, self.featurize, self.loop, self.seed,
                                    {"metric": self.metric, "dim": self.projection_dim}, cache=self.cache,
                                    progress=self.progress)["W"]
+        self.trained_on = TrainingData.of(episodes) if self.loop.steps else None  # 0 steps: learned nothing
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "ProtoAdapted":
         if self.projection_dim and self.projection is None:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 
 from iclkit.learners.base import row_predictions
-from iclkit.metatrain import generator, label_index
+from iclkit.metatrain import TrainingData, generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
 from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
@@ -42,6 +42,7 @@ class SequenceLearner:
     name: str = ""
     params: Params | None = field(default=None, repr=False)
     shape: Any = field(default=None, repr=False)  # the subclass's NamedTuple, set by meta_train
+    trained_on: TrainingData | None = field(default=None, repr=False)
     _inputs: Whitened | None = field(default=None, repr=False)
 
     # -- what a subclass defines -----------------------------------------------------------------------------------
@@ -68,7 +69,8 @@ class SequenceLearner:
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, **self.settings(), "input_dim": self.input_dim, "input_noise": self.input_noise,
-                "meta_train": vars(self.loop), "backbone": self.featurize.description, "features": self.featurize.key}
+                "meta_train": vars(self.loop), "backbone": self.featurize.description, "features": self.featurize.key,
+                **({"meta_train_data": self.trained_on.to_dict()} if self.trained_on else {})}
 
     def weights_config(self, shape: NamedTuple) -> dict[str, Any]:
         return {**shape._asdict(), "inputs": "pca-whitened", "input_noise": self.input_noise}
@@ -88,6 +90,7 @@ class SequenceLearner:
         self.params = meta_fit(self.name, self.init_params(shape, generator(self.seed, self.name, "init")), loss,
                                episodes, inputs, self.loop, self.seed, self.weights_config(shape), cache=self.cache,
                                progress=self.progress)
+        self.trained_on = TrainingData.of(episodes) if self.loop.steps else None  # 0 steps: learned nothing
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "SequenceAdapted":
         if self.params is None or self._inputs is None:

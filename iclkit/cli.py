@@ -84,14 +84,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from iclkit.analysis.planning import check_plan_options, plan_records, plan_table
+    from iclkit.export.leaderboard import read_run
+
+    check_plan_options(args.ci_width, args.orders)
+    print(plan_table(plan_records(read_run(args.run).records, args.ci_width, orders=args.orders)))
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from iclkit.data.tasks import read_spec, registry
 
-    print("| task | type | labels | prompt | description |\n|---|---|---|---|---|")
+    print("| task | type | labels | prompt(s) | description |\n|---|---|---|---|---|")
     for name, path in registry().items():
         s = read_spec(path)
         labels = ", ".join(s.labels) if s.labels else "(open answer)"
-        print(f"| {name} | {s.type} | {labels} | {s.prompt} | {s.description} |")
+        print(f"| {name} | {s.type} | {labels} | {', '.join(s.prompts) or s.prompt} | {s.description} |")
     return 0
 
 
@@ -129,11 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "all-MiniLM-L6-v2), or a HF encoder id / folder")
     r.add_argument("--embed-layer", type=int, help="hidden-state layer for --embed lm (0 = embeddings, -1 = last)")
     r.add_argument("--pooling", choices=["mean", "last"], help="pool hidden states over tokens: mean or last token")
-    r.add_argument("--meta-train-tasks", help="meta-train on these tasks' train splits (default: the task's own)")
+    r.add_argument("--meta-train", metavar="PROTOCOL",
+                   help="where meta-learners train: auto (default: class-split for tasks with >= 8 classes, else "
+                        "cross-task), cross-task (other tasks, never the evaluated task's corpus), class-split "
+                        "(held-out classes are evaluated, the rest meta-trained on), in-task (the task's own classes)")
+    r.add_argument("--meta-train-tasks", help="cross-task sources, comma-separated (default: every registered "
+                                              "classification task outside the evaluated task's corpus)")
+    r.add_argument("--allow-same-corpus", action="store_true", default=None,
+                   help="let --meta-train-tasks name a task from the evaluated task's corpus (e.g. sst5 for sst2)")
     r.add_argument("--meta-episodes", type=int, help="meta-training episodes per task and method")
     r.add_argument("--meta-pool", type=int, help="train texts per class that meta-training episodes draw from")
     r.add_argument("--meta-steps", type=int, help="outer-loop steps for maml/fomaml/mann/protonet-proj")
-    r.add_argument("--prompt", help="prompt name or .yaml file (default: the task's own)")
+    r.add_argument("--prompt", help="prompt name(s) or .yaml file(s), comma-separated; each runs on the same episodes "
+                                    "(default: every prompt the task lists, see `prompts:` in its file)")
+    r.add_argument("--calibration", help="ICL outputs, comma-separated: none (raw), contextual, dcpmi, batch "
+                                         "(transductive); all from one scoring pass, e.g. none,contextual,dcpmi,batch")
+    r.add_argument("--demos", help="ICL demonstrations per query from the episode's support: random (the episode's "
+                                   "order), similar (KATE: most similar last, by --embed), interleaved (round-robin "
+                                   "by label)")
+    r.add_argument("--demos-per-query", type=int, help="with --demos similar: keep the M most similar (0: all)")
     r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")
     r.add_argument("--chat", action="store_true", default=None, help="wrap prompts in the model's chat template")
     r.add_argument("--out", help="output folder, written only when the run succeeds "
@@ -156,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="your own `evaluate` metric script (.py) or folder; repeatable")
     lb.add_argument("--reference", help="method the paired comparisons are made against (default: ICL)")
     lb.set_defaults(func=cmd_leaderboard)
+    pl = sub.add_parser("plan", help="episodes (and orders) needed for a 95%% CI of a given width, per cell")
+    pl.add_argument("run", metavar="RUN_DIR", help="a folder written by `iclkit run --out`")
+    pl.add_argument("--ci-width", type=float, required=True, help="target full width of the 95%% CI, e.g. 0.05")
+    pl.add_argument("--orders", type=int, help="demonstration orders per episode (default: as run)")
+    pl.set_defaults(func=cmd_plan)
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)
     return parser

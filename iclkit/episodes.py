@@ -55,8 +55,11 @@ def _pick_queries(rng: random.Random, pools: dict[str, list[Example]], labels: S
     return picked
 
 
-def sample_episodes(task: TaskData, config: EpisodeConfig) -> list[Episode]:
-    """All episodes for every shot count, ordered by (episode index, shots)."""
+def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str] | None = None) -> list[Episode]:
+    """All episodes for every shot count, ordered by (episode index, shots).
+
+    ``classes``: draw episodes from these of the task's classes only (a class-split's held-out evaluation classes;
+    ``n_way=None`` then means all of them); None: all of the task's classes, as before."""
     if config.n_episodes < 1 or config.n_query < 1:
         raise IclkitError("n_episodes and n_query must be at least 1")
     if not config.shots:
@@ -70,9 +73,15 @@ def sample_episodes(task: TaskData, config: EpisodeConfig) -> list[Episode]:
     if task.spec.type == "generation":
         return _sample_open(task, config)
     labels = task.labels
+    if classes is not None:
+        unknown = sorted(set(classes) - set(labels))
+        if unknown:
+            raise IclkitError(f"classes {unknown} are not labels of task {task.name!r}", field="classes")
+        labels = tuple(lab for lab in labels if lab in set(classes))  # in the task's order, as without classes
     n_way = config.n_way or len(labels)
     if not 2 <= n_way <= len(labels):
-        raise IclkitError(f"n_way={n_way} but task {task.name!r} has {len(labels)} labels", field="n_way")
+        where = "" if classes is None else " evaluation"
+        raise IclkitError(f"n_way={n_way} but task {task.name!r} has {len(labels)}{where} labels", field="n_way")
     train = _by_label(task.train)
     test = _by_label(task.test)
     k_max = max(config.shots)

@@ -1,22 +1,36 @@
-"""Meta-training episodes: drawn from a task's train split (never an evaluation query) or from other tasks.
+"""Meta-training episodes, drawn under a protocol (``iclkit.protocols``), and the data budget they amount to.
 
 Each episode lists its classes in a freshly shuffled order, and every baseline maps a class to the index of its
 position in ``Episode.labels``, so the class-to-index assignment is permuted per episode and no head can memorize
 class identity. Episodes are ordinary ``Episode`` objects, so their hash identifies the training data.
+
+No leakage, by content. Under ``cross-task`` and ``class-split`` the meta-training pool never holds a text that the
+evaluation could show: ``text_key`` (case-folded, everything but letters and digits removed, so SST's tokenized
+``it 's`` matches ``it's``) of every evaluation example, support or query, and of every example of the evaluated task
+whose class is evaluated, in its train *and* test split, is banned from every source, whatever task it is filed
+under. ``in-task`` is the old behaviour, kept exactly: the task's own train split minus the evaluation queries (its
+support texts can be meta-training texts too; that protocol is not disjoint by construction).
+
+The budget (``TrainingData``) is counted from the episodes a learner trained on: distinct labelled texts
+(task, text, label) over their supports and queries, the tasks and the classes.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import torch
 
 from iclkit.errors import IclkitError
 from iclkit.learners.options import MetaTrainOptions
+from iclkit.protocols import MetaTrainPlan
 from iclkit.types import Episode, Example, content_key
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -31,16 +45,49 @@ class MetaTrainConfig:
     seed: int = 0
 
 
+def text_key(e: Example) -> str:
+    """What an example says, normalized to compare across tasks and tokenizations: its fields' values (sorted by
+    field name) joined, case-folded, every non-alphanumeric character removed."""
+    return _NOT_ALNUM.sub("", " ".join(v for _, v in sorted(e.fields.items())).casefold())
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What meta-training episodes hold: distinct labelled texts, episodes, source tasks, classes (``task:label``)."""
+
+    n_texts: int
+    n_episodes: int
+    tasks: tuple[str, ...]
+    classes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, episodes: Sequence[Episode]) -> "TrainingData":
+        texts = {(source_task(ep), content_key(e), e.label) for ep in episodes for e in (*ep.support, *ep.query)}
+        classes = {f"{source_task(ep)}:{lab}" for ep in episodes for lab in ep.labels}
+        return cls(len(texts), len(episodes), tuple(sorted({source_task(ep) for ep in episodes})),
+                   tuple(sorted(classes)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_texts": self.n_texts, "n_episodes": self.n_episodes, "tasks": list(self.tasks),
+                "classes": list(self.classes)}
+
+
+def source_task(episode: Episode) -> str:
+    """The task a meta-training episode was drawn from."""
+    return episode.task.removesuffix(":metatrain")
+
+
 def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: MetaTrainConfig,
-                  exclude: Iterable[Example] = ()) -> list[Episode]:
-    """Episodes from (task name, train examples) pairs; examples equal to any in ``exclude`` are never used."""
+                  exclude: Iterable[Example] = (), exclude_text: Collection[str] = frozenset()) -> list[Episode]:
+    """Episodes from (task name, train examples) pairs; examples equal to any in ``exclude`` (``content_key``), or
+    whose ``text_key`` is in ``exclude_text``, are never used."""
     banned = {content_key(e) for e in exclude}
     rng = random.Random(f"metatrain/{config.seed}")
     pools: list[tuple[str, dict[str, list[Example]]]] = []
     for name, examples in sources:
         by_label: dict[str, list[Example]] = {}
         for e in examples:
-            if content_key(e) not in banned:
+            if content_key(e) not in banned and not (exclude_text and text_key(e) in exclude_text):
                 by_label.setdefault(e.label, []).append(e)
         need = max(config.shots) + config.n_query
         usable = {lab: rng.sample(v, min(len(v), config.pool_per_class)) for lab, v in sorted(by_label.items())
@@ -50,7 +97,8 @@ def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: Meta
     if not pools:
         raise IclkitError(f"no meta-training source has {config.n_way} classes with "
                           f"{max(config.shots) + config.n_query} train examples each",
-                          field="meta_train_tasks", hint="use more train data, fewer shots, or --meta-train-tasks")
+                          field="meta_train_tasks",
+                          hint="use fewer shots or a smaller --n-way, or other --meta-train-tasks")
     episodes = []
     for index in range(config.n_episodes):
         name, pool = pools[index % len(pools)]
@@ -120,16 +168,40 @@ def save_weights(folder: Path, weights: dict[str, torch.Tensor], info: dict) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTrainOptions,
-                      seed: int) -> list[Episode]:
-    """Meta-training episodes for ``task``: from its own train split, or from ``options.meta_train_tasks``;
-    never containing any of the evaluation episodes' queries."""
-    from iclkit.data.tasks import load_task
-
-    names = options.meta_train_tasks
-    sources = [(t.name, t.train) for t in (load_task(n) for n in names)] if names else [(task.name, task.train)]
+def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTrainOptions, seed: int,
+                      plan: MetaTrainPlan | None = None) -> list[Episode]:
+    """Meta-training episodes for ``task`` under ``plan`` (None: in-task), shaped like the evaluation episodes
+    (their N-way and shot counts); never holding an evaluation query, and under cross-task and class-split no
+    text the evaluation could show (see the module docstring)."""
     shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
     n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
     config = MetaTrainConfig(n_episodes=options.meta_episodes, n_way=n_way, shots=shots, n_query=options.meta_query,
                              pool_per_class=options.meta_pool, seed=seed)
-    return meta_episodes(sources, config, exclude=[q for ep in evaluation for q in ep.query])
+    queries = [q for ep in evaluation for q in ep.query]
+    if plan is None or plan.protocol == "in-task":
+        return meta_episodes([(task.name, task.train)], config, exclude=queries)
+    evaluated = set(plan.eval_classes if plan.eval_classes is not None else task.labels)
+    banned = {text_key(e) for e in (*task.train, *task.test) if e.label in evaluated}
+    banned |= {text_key(e) for ep in evaluation for e in (*ep.support, *ep.query)}
+    if plan.protocol == "class-split":
+        kept = set(plan.train_classes)
+        sources = [(task.name, [e for e in task.train if e.label in kept])]
+    else:
+        sources = _load_sources(plan, named=bool(options.meta_train_tasks))
+    return meta_episodes(sources, config, exclude=[*queries, *(e for ep in evaluation for e in ep.support)],
+                         exclude_text=banned)
+
+
+def _load_sources(plan: MetaTrainPlan, named: bool) -> list[tuple[str, Sequence[Example]]]:
+    """(name, train split) of each cross-task source; a registered task whose data cannot be loaded here is left
+    out when the list was automatic (the budget names the tasks used), an error when the user named it."""
+    from iclkit.data.tasks import load_task
+
+    out = []
+    for name in plan.sources:
+        try:
+            out.append((name, load_task(name).train))
+        except IclkitError:
+            if named:
+                raise
+    return out

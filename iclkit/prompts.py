@@ -58,7 +58,10 @@ class Rendered:
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """Instruction, per-example template, target, separator and verbalizer (label → word)."""
+    """Instruction, per-example template, target, separator and verbalizer (label → word).
+
+    ``domain_premise``: the text DC-PMI calibration scores each answer after, with no input (Holtzman et al. 2021);
+    ``None`` derives it from the template (``answer_cue``)."""
 
     name: str
     template: str
@@ -68,18 +71,35 @@ class PromptTemplate:
     verbalizer: Mapping[str, str] = field(default_factory=dict)
     stop: tuple[str, ...] = ("\n",)
     file: str | None = None
+    domain_premise: str | None = None
 
     def __post_init__(self) -> None:
         template_fields(self.template, file=self.file, key="template")
         if template_fields(self.target, file=self.file, key="target") != ("label",):
             raise IclkitError("target must contain exactly one {label}", file=self.file, field="target")
         template_fields(self.instruction, file=self.file, key="instruction")
+        if self.domain_premise is not None and not self.domain_premise.strip():
+            raise IclkitError("must not be empty (leave it out to use the template's answer cue)", file=self.file,
+                              field="domain_premise")
+
+    @property
+    def answer_cue(self) -> str:
+        """The template's text after its last ``{field}``, leading whitespace removed: ``Sentiment:`` for
+        ``Review: {text}`` + newline + ``Sentiment:``; empty when the template ends with a field."""
+        parts = list(_FORMATTER.parse(self.template))
+        tail = parts[-1][0] if parts and parts[-1][1] is None else ""
+        return tail.lstrip()
+
+    def premise(self) -> str:
+        """What DC-PMI conditions the answers on: ``domain_premise`` if the file sets it, else ``answer_cue``."""
+        return self.domain_premise if self.domain_premise is not None else self.answer_cue
 
     @property
     def hash(self) -> str:
         """Hash of everything that changes the rendered text."""
         return stable_hash({"template": self.template, "target": self.target, "separator": self.separator,
-                            "instruction": self.instruction, "verbalizer": dict(self.verbalizer)})
+                            "instruction": self.instruction, "verbalizer": dict(self.verbalizer),
+                            **({"domain_premise": self.domain_premise} if self.domain_premise is not None else {})})
 
     def word(self, label: str) -> str:
         return self.verbalizer.get(label, label)
@@ -131,7 +151,7 @@ def parse_prompt(raw: Any, file: str) -> PromptTemplate:
     verbalizer = raw.get("verbalizer") or {}
     if not isinstance(verbalizer, dict) or not all(isinstance(v, str) and v for v in verbalizer.values()):
         raise IclkitError("must map each label to a non-empty word", file=file, field="verbalizer")
-    for key in ("target", "separator", "instruction"):
+    for key in ("target", "separator", "instruction", "domain_premise"):
         if key in raw and not isinstance(raw[key], str):
             raise IclkitError("must be text", file=file, field=key)
     stop = raw.get("stop", ["\n"])
@@ -147,6 +167,7 @@ def parse_prompt(raw: Any, file: str) -> PromptTemplate:
         verbalizer={str(k): v for k, v in verbalizer.items()},
         stop=tuple(stop),
         file=file,
+        domain_premise=raw.get("domain_premise"),
     )
 
 

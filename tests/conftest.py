@@ -8,12 +8,16 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+if TYPE_CHECKING:
+    from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +47,47 @@ def smol():
     from iclkit.lm import ModelSpec, load_lm
 
     return load_lm(ModelSpec(dtype="float32", device="cpu", batch_size=16))
+
+
+class CountingLM:
+    """The real model behind the LM protocol, keeping every log-likelihood request it is asked to score."""
+
+    def __init__(self, lm: Any):
+        self.lm = lm
+        self.requests: list[LoglikelihoodRequest] = []
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        self.requests += list(requests)
+        return self.lm.loglikelihood(requests)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        return self.lm.generate(requests)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.lm.tokenize(text)
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.lm.apply_chat_template(messages)
+
+    def hidden_states(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        return self.lm.hidden_states(texts, **kwargs)
+
+    @property
+    def context_length(self) -> int:
+        return self.lm.context_length
+
+    @property
+    def device(self) -> str:
+        return self.lm.device
+
+    def describe(self) -> Mapping[str, Any]:
+        return self.lm.describe()
+
+
+@pytest.fixture(scope="session")
+def counting_lm() -> type:
+    """``CountingLM``: wrap a model to see exactly which log-likelihood requests a run sends it."""
+    return CountingLM
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ def test_four_shot_sst2_label_mass_and_accuracy(data_dir, smol, monkeypatch):
 
     monkeypatch.setattr(iclkit.runner.execute, "load_lm", lambda spec: smol)  # reuse the session's model
     result = iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, n_way=2, n_query=16, seed=0, methods=["icl"],
-                             progress=False)
+                             prompt="sentiment", progress=False)  # one prompt (sst2 lists three: template spread)
     rows = {r["shots"]: r for r in result.summary}
     four = rows[4]
     assert four["n_episodes"] == 20 and four["n_queries"] == 320

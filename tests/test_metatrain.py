@@ -77,3 +77,28 @@ def test_weights_are_saved_once_and_reused(tmp_path, monkeypatch, make):
     other = gaussian_episodes(lookup, "other", 10, n_way=3, shots=2, n_query=2, dim=6, seed=5)
     make(lookup).meta_train(other)  # other training episodes: other weights
     assert len(list((tmp_path / "metatrained").iterdir())) == 2
+
+
+def test_training_data_counts_distinct_labelled_texts_per_source_task():
+    from iclkit.metatrain import TrainingData
+    from iclkit.types import Episode, Example
+
+    a, b = Example("1", {"text": "same words"}, "x"), Example("2", {"text": "same words"}, "x")  # one text twice
+    c, d = Example("3", {"text": "other"}, "y"), Example("4", {"text": "same words"}, "y")  # same text, other label
+    eps = [Episode("agnews:metatrain", 0, 1, 0, ("x", "y"), (a, c), (b, d)),
+           Episode("trec:metatrain", 1, 1, 0, ("y", "x"), (a, c), (b, d))]
+    data = TrainingData.of(eps)
+    # by hand: per task {(same words, x), (other, y), (same words, y)} → 3 each
+    assert (data.n_texts, data.n_episodes) == (6, 2) and TrainingData.of(eps[:1]).n_texts == 3
+    assert data.tasks == ("agnews", "trec") and data.classes == ("agnews:x", "agnews:y", "trec:x", "trec:y")
+
+
+def test_a_meta_learner_that_takes_no_outer_step_reports_no_meta_training_data():
+    lookup = Lookup()
+    train = gaussian_episodes(lookup, "train", 4, n_way=3, shots=2, n_query=2, dim=6)
+    trained = MAML(lookup, hidden=8, loop=OuterLoop(2, 1e-3, 2), cache=False, progress=False)
+    untrained = MAML(lookup, hidden=8, loop=OuterLoop(0, 1e-3, 2), cache=False, progress=False)
+    for m in (trained, untrained):
+        m.meta_train(train)
+    assert trained.describe()["meta_train_data"]["n_texts"] == 4 * 3 * 4  # every item of every episode is distinct
+    assert "meta_train_data" not in untrained.describe()

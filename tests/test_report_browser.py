@@ -104,3 +104,46 @@ def test_sorting_script_runs_in_the_browser(report: Path, tmp_path: Path) -> Non
     by_acc = _rows(_browse(report.as_uri() + "#sort=accuracy:asc", tmp_path, "--dump-dom").stdout)
     acc = [float(r[6]) for r in by_acc]
     assert acc == sorted(acc) and len(acc) == 3
+
+
+@pytest.fixture(scope="module")
+def fair_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with calibrated ICL outputs under two prompts: the report's Calibration table and template spread."""
+    import iclkit.runner.execute
+
+    root = tmp_path_factory.mktemp("fair")
+    original = iclkit.runner.execute.load_lm
+    iclkit.runner.execute.load_lm = lambda spec: smol
+    try:
+        evaluate("movie-sentiment", shots=(0, 1), n_episodes=2, n_query=2, methods=("icl",),
+                 calibration="none,contextual,batch", prompt="sentiment,sentiment-opinion", progress=False,
+                 out=root / "run")
+    finally:
+        iclkit.runner.execute.load_lm = original
+    page = root / "report.html"
+    page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
+    return page
+
+
+def test_chromium_renders_calibration_table_and_template_spread(fair_report: Path, tmp_path: Path) -> None:
+    text = fair_report.read_text()
+    assert text.count('src="data:image/svg+xml;base64,') == 2 and "<h2>Calibration</h2>" in text
+    dom = _browse(fair_report.as_uri(), tmp_path, "--dump-dom").stdout
+    assert 'data-rendered-images="2"' in dom  # accuracy vs shots and the template-spread plot both decode
+    parser = _Cells("calibration")
+    parser.feed(dom)
+    rows = [r for r in parser.rows if r]
+    assert sorted((r[2], r[3], r[4]) for r in rows) == [(k, m, "icl") for k in ("0", "1")
+                                                        for m in ("icl+batch (transductive)", "icl+contextual")]
+    for r in rows:
+        diff, ci, f1 = float(r[6]), r[7], float(r[9])
+        lo, hi = (float(x) for x in ci.strip("[]").split(","))
+        assert lo <= diff <= hi and -1 <= f1 <= 1 and 0 < float(r[8].replace("< ", "")) <= 1
+    for r in _rows(dom):  # "across prompts": min–max (sd …, 2 prompts); the mean over prompts lies within
+        span, rest = r[8].split(" (sd ")
+        low, high = (float(x) for x in span.split("–"))
+        assert low <= float(r[6]) <= high and rest.endswith(", 2 prompts)"), r
+    shot = tmp_path / "fair.png"
+    _browse(fair_report.as_uri() + "#sort=k-6:desc", tmp_path, f"--screenshot={shot}")
+    pixels = imread(shot)[..., :3]
+    assert (pixels < 0.9).any(axis=-1).mean() > 0.02, "screenshot is blank"

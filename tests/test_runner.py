@@ -34,7 +34,7 @@ def test_run_folder_contents(run_dir):
     assert set(rec["scores"]) == {"negative", "positive"} and abs(sum(rec["probs"].values()) - 1) < 1e-4
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["model"]["weights_sha256"] and manifest["model"]["dtype"] == "float32"
-    assert manifest["prompts"]["movie-sentiment"]["hash"] and manifest["episodes_hash"]["past-tense"]
+    assert manifest["prompts"]["movie-sentiment"][0]["hash"] and manifest["episodes_hash"]["past-tense"]
     assert manifest["versions"]["torch"] and manifest["seed"] == 3
     assert manifest["config"]["episodes"]["shots"] == [0, 2]
 

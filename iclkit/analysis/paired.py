@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from iclkit.analysis.stats import paired_test
+from iclkit.analysis.stats import macro_f1, paired_test
+from iclkit.analysis.summary import BUDGET_FIELDS, budget_text
 from iclkit.types import EpisodeResult
 
 COMPARISON_VERSION = 1  # comparison.json; n_dropped was added without a version change (a new field only)
 MIN_PAIRED = 2  # a permutation test on one pair says nothing
 DEFAULT_REFERENCE = "icl"  # user-facing default: the method every other one is compared with
+Metric = Literal["accuracy", "macro_f1"]  # per-episode values a comparison pairs
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,23 @@ def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], *, seed: i
                             ci_high=t.ci_high, p_value=t.p_value)
 
 
-def compare(results: Sequence[EpisodeResult], *, reference: str = DEFAULT_REFERENCE,
-            seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (task, shots, method ≠ reference): paired difference in episode accuracy vs ``reference``."""
-    acc: dict[tuple[str, int, str], dict[str, float]] = defaultdict(dict)
+def episode_scores(results: Sequence[EpisodeResult], metric: Metric = "accuracy"
+                   ) -> dict[tuple[str, int, str], dict[str, float]]:
+    """(task, shots, method) → episode hash → the episode's accuracy (or macro-F1); a method run under several
+    prompts scores an episode by the mean over its prompts, so it pairs with every other method episode by episode."""
+    values: dict[tuple[str, int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        acc[(r.task, r.shots, r.method)][r.episode_hash] = r.accuracy
+        values[(r.task, r.shots, r.method)][r.episode_hash].append(r.accuracy if metric == "accuracy" else macro_f1(r))
+    return {key: {h: sum(v) / len(v) for h, v in eps.items()} for key, eps in values.items()}
+
+
+def compare(results: Sequence[EpisodeResult], *, reference: str = DEFAULT_REFERENCE, seed: int = 0,
+            budgets: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+            metric: Metric = "accuracy") -> list[dict[str, Any]]:
+    """One row per (task, shots, method ≠ reference): paired difference in episode accuracy (or ``metric``) vs
+    ``reference``; with ``budgets`` (task, method) → data budget, each row also carries the method's, so a
+    difference is never read without what the method learned from outside the episodes."""
+    acc = episode_scores(results, metric)
     rows = []
     for (task, shots, method), mine in sorted(acc.items()):
         ref = acc.get((task, shots, reference))
@@ -71,6 +84,9 @@ def compare(results: Sequence[EpisodeResult], *, reference: str = DEFAULT_REFERE
                      "n_episodes": c.n_episodes, "n_dropped": c.n_dropped, "accuracy": round(c.accuracy, 4),
                      "reference_accuracy": round(c.reference_accuracy, 4), "difference": round(c.difference, 4),
                      "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4), "p_value": round(c.p_value, 4)})
+        budget = (budgets or {}).get((task, method))
+        if budget is not None:
+            rows[-1].update({k: budget.get(k) for k in BUDGET_FIELDS})
     return rows
 
 
@@ -84,12 +100,15 @@ def format_p(p: float | None) -> str:
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Comparison rows as a Markdown table (difference = method − reference, in accuracy points)."""
     reference = rows[0]["reference"] if rows else DEFAULT_REFERENCE
-    lines = [f"| task | shots | method | episodes | accuracy | {reference} | difference | 95% CI | p (paired perm.) |",
-             "|---|---:|---|---:|---:|---:|---:|---|---:|"]
+    budgets = any("meta_train" in r for r in rows)  # rows of a run carry the method's data budget
+    lines = [f"| task | shots | method |{' meta-training data |' if budgets else ''} episodes | accuracy | {reference} "
+             f"| difference | 95% CI | p (paired perm.) |",
+             f"|---|---:|---|{'---|' if budgets else ''}---:|---:|---:|---:|---|---:|"]
     for r in rows:
         dropped = r.get("n_dropped", 0)
         episodes = f"{r['n_episodes']} (+{dropped} unpaired)" if dropped else str(r["n_episodes"])
-        lines.append(f"| {r['task']} | {r['shots']} | {r['method']} | {episodes} | {r['accuracy']:.3f} | "
+        budget = f" {budget_text(r)} |" if budgets else ""
+        lines.append(f"| {r['task']} | {r['shots']} | {r['method']} |{budget} {episodes} | {r['accuracy']:.3f} | "
                      f"{r['reference_accuracy']:.3f} | {r['difference']:+.3f} | "
                      f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {format_p(r['p_value'])} |")
     return "\n".join(lines)

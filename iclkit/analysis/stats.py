@@ -35,9 +35,12 @@ def macro_f1(result: EpisodeResult) -> float:
     """Macro-F1 over the episode's own classes (nan for open-answer episodes)."""
     if not result.labels:
         return float("nan")
-    gold = [p.gold for p in result.predictions]
-    pred = [p.predicted for p in result.predictions]
-    return float(f1_score(gold, pred, labels=list(result.labels), average="macro", zero_division=0))
+    return macro_f1_of([p.gold for p in result.predictions], [p.predicted for p in result.predictions], result.labels)
+
+
+def macro_f1_of(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> float:
+    """Macro-F1 over ``labels`` (a label never predicted nor gold counts 0, as sklearn's zero_division=0)."""
+    return float(f1_score(list(gold), list(predicted), labels=list(labels), average="macro", zero_division=0))
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], *, n_bins: int = 10) -> float:

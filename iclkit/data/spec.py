@@ -23,6 +23,14 @@ class TaskSpec:
     description: str = ""
     file: str | None = None  # where the spec came from, for error messages
     extra: Mapping[str, Any] = field(default_factory=dict)
+    corpus: str = ""  # the source corpus; tasks that share one share texts ('' → the task's own name)
+    prompts: tuple[str, ...] = ()  # every prompt a run uses (template spread); () → just ``prompt``
+    content_free: tuple[str, ...] | None = None  # contextual calibration's content-free inputs (None → the default)
+
+    @property
+    def corpus_name(self) -> str:
+        """The corpus this task's texts come from (its own name unless the task file says ``corpus:``)."""
+        return self.corpus or self.name
 
 
 @dataclass(frozen=True)

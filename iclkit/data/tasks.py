@@ -64,7 +64,24 @@ def parse_spec(raw: Any, file: str) -> TaskSpec:
     prompt = raw.get("prompt", "default")
     if not isinstance(prompt, str) or not prompt.strip() or "\0" in prompt:
         raise IclkitError("must be a prompt name or a prompt .yaml file", file=file, field="prompt")
-    known = {"name", "type", "inputs", "labels", "prompt", "source", "label_field", "description"}
+    corpus = raw.get("corpus", "")
+    if not isinstance(corpus, str):
+        raise IclkitError("must be a corpus name (tasks that share texts name the same corpus)", file=file,
+                          field="corpus")
+    prompts = raw.get("prompts", [])
+    if not isinstance(prompts, list) or not all(isinstance(p, str) and p.strip() and "\0" not in p for p in prompts):
+        raise IclkitError("must be a list of prompt names or prompt .yaml files", file=file, field="prompts")
+    if len(set(prompts)) != len(prompts):
+        raise IclkitError("prompt names must be unique", file=file, field="prompts")
+    if prompts and "prompt" not in raw:
+        prompt = prompts[0]  # the task's main prompt is the first of its list
+    content_free = raw.get("content_free")
+    if content_free is not None and (not isinstance(content_free, list) or not content_free
+                                     or not all(isinstance(x, str) for x in content_free)):
+        raise IclkitError("must be a non-empty list of content-free input texts (e.g. ['N/A', '', '[MASK]'])",
+                          file=file, field="content_free")
+    known = {"name", "type", "inputs", "labels", "prompt", "source", "label_field", "description", "corpus",
+             "prompts", "content_free"}
     return TaskSpec(
         name=name,
         type=ttype,
@@ -76,6 +93,9 @@ def parse_spec(raw: Any, file: str) -> TaskSpec:
         description=str(raw.get("description", "")),
         file=file,
         extra={k: v for k, v in raw.items() if k not in known},
+        corpus=corpus.strip(),
+        prompts=tuple(_prompt_ref(p, file) for p in prompts),
+        content_free=tuple(content_free) if content_free is not None else None,
     )
 
 

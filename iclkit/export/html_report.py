@@ -12,9 +12,10 @@ import html
 from typing import Any, Mapping
 
 from iclkit.analysis.paired import format_p
+from iclkit.analysis.summary import budget_text, spread_text
 from iclkit.export.formats import register_format
 from iclkit.export.leaderboard import Leaderboard
-from iclkit.export.plots import render_plots
+from iclkit.export.plots import render_plots, render_spread_plots
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -95,11 +96,85 @@ def _ci_cell(row: Mapping[str, Any]) -> str:
     return f'<td data-value="{hi - lo:.4f}">[{lo:.3f}, {hi:.3f}]{bar}</td>'
 
 
+def _budget_cell(row: Mapping[str, Any]) -> str:
+    """The method's meta-training data in words; sorts by its number of labelled texts; the tasks and classes on
+    hover."""
+    n = row.get("n_meta_texts")
+    title = "; ".join(x for x in (", ".join(row.get("meta_tasks") or []), ", ".join(row.get("meta_classes") or []))
+                      if x)
+    return (f'<td data-value="{_e("" if n is None else n)}" title="{_e(title)}">{_e(budget_text(row))}</td>')
+
+
+def _spread(lb: Leaderboard) -> bool:
+    return any(r.get("n_prompts") for r in lb.rows)
+
+
+def _spread_cell(row: Mapping[str, Any]) -> str:
+    """Min–max of the per-prompt mean accuracies and their SD; sorts by the SD."""
+    if not row.get("n_prompts"):
+        return '<td data-value="">–</td>'
+    return f'<td data-value="{_e(row.get("prompt_std"))}">{_e(spread_text(row))}</td>'
+
+
+def _calibration_table(lb: Leaderboard) -> str:
+    heads = [("model", ""), ("task", ""), ("shots", "num"), ("method", ""), ("vs", ""), ("episodes", "num"),
+             ("Δ accuracy", "num"), ("95% CI", ""), ("p", "num"), ("Δ macro-F1", "num"), ("95% CI", ""), ("p", "num"),
+             ("run", "")]
+    out = ['<table class="sortable" id="calibration"><thead><tr>']
+    out += [f'<th class="{cls}" data-key="k-{i}">{_e(label)}</th>' for i, (label, cls) in enumerate(heads)]
+    out.append("</tr></thead><tbody>")
+    for c in lb.calibration:
+        note = ' <span class="muted">(transductive)</span>' if c["transductive"] else ""
+        cells = [f"<td>{_e(c['model'])}</td>", f"<td>{_e(c['task'])}</td>", _num(c["shots"]),
+                 f"<td>{_e(c['method'])}{note}</td>", f"<td>{_e(c['reference'])}</td>", _num(c["n_episodes"])]
+        for d, lo, hi, p in ((c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"]),
+                             (c["f1_diff"], c["f1_ci_low"], c["f1_ci_high"], c["f1_p_value"])):
+            sign = "pos" if d and d > 0 else "neg" if d and d < 0 else ""
+            cells += [f'<td class="num {sign}" data-value="{_e(d)}">{d:+.3f}</td>', f"<td>[{lo:+.3f}, {hi:+.3f}]</td>",
+                      f'<td class="num" data-value="{_e(p)}">{_e(format_p(p))}</td>']
+        cells.append(f"<td>{_e(c['run'])}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _calibration_section(lb: Leaderboard) -> str:
+    if not lb.calibration:
+        return ""
+    return f"""<h2>Calibration</h2>
+<p class="muted">Each calibrated ICL output minus its raw output on the same episodes of the same run (all from one
+scoring pass): contextual (Zhao et al. 2021), domain-conditional PMI (Holtzman et al. 2021) and batch calibration
+(Zhou et al. 2024; <b>transductive</b>: it uses the episode's other unlabelled queries). 95% bootstrap CIs over
+episodes; p from a two-sided paired permutation test.</p>
+{_calibration_table(lb)}
+"""
+
+
+def _spread_section(lb: Leaderboard) -> str:
+    if not lb.prompts:
+        return ""
+    figures = []
+    for task, images in render_spread_plots(lb.rows, lb.prompts, formats=("svg",)).items():
+        data = base64.b64encode(images["svg"]).decode("ascii")
+        figures.append(f'<figure><img alt="template spread, {_e(task)}" src="data:image/svg+xml;base64,{data}">'
+                       f"</figure>")
+    return f"""<h2>Template spread</h2>
+<p class="muted">Accuracy against shots under each prompt of a task (thin lines, same episodes) and their mean
+(bold); a row's "across prompts" column gives the per-prompt minimum, maximum and standard deviation.</p>
+<div class="plots">{"".join(figures)}</div>
+"""
+
+
+def _entry_budget(entry: Mapping[str, Any]) -> str:
+    return f" ({_e(budget_text(entry))})" if entry.get("meta_train") is not None else ""
+
+
 def _rows_table(lb: Leaderboard) -> str:
     extra = lb.metric_names()
     heads = [("model", "model", ""), ("task", "task", ""), ("method", "method", ""), ("shots", "shots", "num"),
              ("episodes", "n_episodes", "num"), ("queries", "n_queries", "num"), ("accuracy", "accuracy", "num"),
-             ("95% CI", "ci", ""), ("macro-F1", "macro_f1", "num"), ("ECE", "ece", "num"),
+             ("95% CI", "ci", ""), *([("across prompts", "prompt_std", "")] if _spread(lb) else []),
+             ("macro-F1", "macro_f1", "num"), ("ECE", "ece", "num"), ("meta-training data", "n_meta_texts", ""),
              *[(m, m, "num") for m in extra], ("run", "run", "")]
     out = ['<table class="sortable" id="leaderboard"><thead><tr>']
     out += [f'<th class="{cls}" data-key="{_e(key)}">{_e(label)}</th>' for label, key, cls in heads]
@@ -107,11 +182,16 @@ def _rows_table(lb: Leaderboard) -> str:
     for r in lb.rows:
         cells = [f"<td>{_e(r['model'])}</td>", f"<td>{_e(r['task'])}</td>", f"<td>{_e(r['method'])}</td>",
                  _num(r["shots"]), _num(r["n_episodes"]), _num(r["n_queries"]), _num(r["accuracy"]), _ci_cell(r),
-                 _num(r["macro_f1"]), _num(r["ece"]),
+                 *([_spread_cell(r)] if _spread(lb) else []), _num(r["macro_f1"]), _num(r["ece"]), _budget_cell(r),
                  *[_num(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], f"<td>{_e(r['run'])}</td>"]
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _entry_run(lb: Leaderboard, entry: Mapping[str, Any]) -> str:
+    """The run of a comparison entry, when the report merges several (e.g. --demos random and similar)."""
+    return f' <span class="muted">[{_e(entry["run"])}]</span>' if len(lb.runs) > 1 else ""
 
 
 def _comparisons_table(lb: Leaderboard) -> str:
@@ -127,8 +207,9 @@ def _comparisons_table(lb: Leaderboard) -> str:
         sign = "pos" if d and d > 0 else "neg" if d and d < 0 else ""
         out.append(
             f"<tr><td>{_e(c['task'])}</td>{_num(c['shots'])}"
-            f"<td>{_e(c['a']['model'])} · {_e(c['a']['method'])}</td>"
-            f"<td>{_e(c['b']['model'])} · {_e(c['b']['method'])}</td>{_num(c['n_episodes'])}"
+            f"<td>{_e(c['a']['model'])} · {_e(c['a']['method'])}{_entry_budget(c['a'])}{_entry_run(lb, c['a'])}</td>"
+            f"<td>{_e(c['b']['model'])} · {_e(c['b']['method'])}{_entry_budget(c['b'])}{_entry_run(lb, c['b'])}</td>"
+            f"{_num(c['n_episodes'])}"
             f"{_num(c.get('n_dropped', 0))}"
             f'<td class="num {sign}" data-value="{_e(d)}">{d:+.3f}</td>'
             f"<td>[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]</td>"
@@ -160,12 +241,15 @@ header to sort.</p>
 <h2>Accuracy vs shots</h2>
 {_plots(lb)}
 <h2>Results</h2>
+<p class="muted">Meta-training data: the labelled texts a method learned from outside the episodes, and under which
+protocol (hover for its tasks and classes); ICL's model is only pretrained (its name is in the model column).</p>
 {_rows_table(lb)}
 <h2>Paired comparisons</h2>
 <p class="muted">Accuracy differences on the same episodes (matched by episode hash); p from a two-sided paired
-permutation test; unpaired: episodes only one of A and B ran, left out of the comparison.</p>
+permutation test; unpaired: episodes only one of A and B ran, left out of the comparison. In parentheses: the
+labelled data each side meta-trained on outside the episodes (none, cross-task, class-split or in-task).</p>
 {_comparisons_table(lb)}
-<script>{_JS}</script>
+{_calibration_section(lb)}{_spread_section(lb)}<script>{_JS}</script>
 </body></html>
 """
 

@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from iclkit.analysis.paired import DEFAULT_REFERENCE, paired_comparison
-from iclkit.analysis.stats import mean_ci
+from iclkit.analysis.stats import macro_f1_of, mean_ci
 from iclkit.analysis.summary import SUMMARY_VERSION
 from iclkit.errors import IclkitError
 
 SCHEMA_VERSION = 1
 ROW_FIELDS = ("model", "task", "method", "shots", "n_episodes", "n_queries", "accuracy", "ci_low", "ci_high",
-              "macro_f1", "ece", "run")
+              "macro_f1", "ece", "meta_train", "n_meta_texts", "meta_tasks", "meta_classes", "run")
+# A method's data budget (iclkit.protocols.budget_fields) as rows and comparison entries carry it; None for runs
+# written before budgets were recorded. ``model`` already names the pretrained backbone.
+BUDGET_FIELDS = ("meta_train", "n_meta_texts", "meta_tasks", "meta_classes")
+# A cell run under several prompts: how far the prompts' mean accuracies spread (iclkit.analysis.summary).
+SPREAD_FIELDS = ("n_prompts", "prompt_min", "prompt_max", "prompt_std")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,12 @@ class Run:
     manifest: Mapping[str, Any]
     summary: tuple[Mapping[str, Any], ...]
     records: tuple[Mapping[str, Any], ...]
+    prompt_rows: tuple[Mapping[str, Any], ...] = ()  # summary.json "prompts": per-prompt rows (template spread)
+
+    def budget_of(self, task: str, method: str) -> dict[str, Any]:
+        """The method's data budget on ``task`` from the run's summary rows (None values for older runs)."""
+        row = next((s for s in self.summary if s["task"] == task and s["method"] == method), {})
+        return {k: row.get(k) for k in BUDGET_FIELDS}
 
     def model_of(self, task: str, method: str) -> str | None:
         """The backbone a method ran on, in words (its described ``backbone``); for run folders written before
@@ -54,6 +65,8 @@ class Leaderboard:
     runs: tuple[Mapping[str, Any], ...]
     rows: tuple[Mapping[str, Any], ...]
     comparisons: tuple[Mapping[str, Any], ...]
+    prompts: tuple[Mapping[str, Any], ...] = ()  # per-prompt rows of cells run under several prompts
+    calibration: tuple[Mapping[str, Any], ...] = ()  # calibrated outputs vs their raw output, same run
 
     def metric_names(self) -> list[str]:
         """Names of the users' own metrics that any row carries, sorted."""
@@ -62,7 +75,9 @@ class Leaderboard:
     def to_dict(self) -> dict[str, Any]:
         """The leaderboard as JSON-able data (leaderboard.schema.json)."""
         return {"schema": "iclkit-leaderboard", "schema_version": SCHEMA_VERSION, "runs": [dict(r) for r in self.runs],
-                "rows": [dict(r) for r in self.rows], "comparisons": [dict(c) for c in self.comparisons]}
+                "rows": [dict(r) for r in self.rows], "comparisons": [dict(c) for c in self.comparisons],
+                **({"prompts": [dict(r) for r in self.prompts]} if self.prompts else {}),
+                **({"calibration": [dict(r) for r in self.calibration]} if self.calibration else {})}
 
 
 def _read_json(path: Path) -> Any:
@@ -102,7 +117,7 @@ def read_run(path: str | Path) -> Run:
                           f" (this iclkit reads version {SUMMARY_VERSION})", file=str(folder / "summary.json"))
     manifest = _read_json(folder / "manifest.json")
     return Run(name=folder.name, path=folder, manifest=manifest, summary=tuple(summary.get("results", [])),
-               records=tuple(_read_records(folder / "records.jsonl")))
+               records=tuple(_read_records(folder / "records.jsonl")), prompt_rows=tuple(summary.get("prompts", [])))
 
 
 def _episodes(run: Run) -> dict[tuple[str, str, int], dict[str, list[Mapping[str, Any]]]]:
@@ -143,11 +158,61 @@ def _comparisons(runs: Sequence[Run], reference: str, seed: int) -> list[dict[st
                     continue  # runs on different episodes (another seed or task sample): nothing to pair
                 seen.add(pair)
                 out.append({"task": task, "shots": shots,
-                            "a": {"model": other[0], "method": other[1], "run": other[2]},
-                            "b": {"model": ref[0], "method": ref[1], "run": ref[2]},
+                            "a": {"model": other[0], "method": other[1], "run": other[2],
+                                  **_entry_budget(runs, other[2], task, other[1])},
+                            "b": {"model": ref[0], "method": ref[1], "run": ref[2],
+                                  **_entry_budget(runs, ref[2], task, ref[1])},
                             "n_episodes": c.n_episodes, "n_dropped": c.n_dropped, "mean_diff": _round(c.difference),
                             "ci_low": _round(c.ci_low), "ci_high": _round(c.ci_high),
                             "p_value": _round(c.p_value)})
+    return out
+
+
+def _entry_budget(runs: Sequence[Run], run_name: str, task: str, method: str) -> dict[str, Any]:
+    """The comparison entry's budget fields; none for runs written before budgets were recorded."""
+    run = next(r for r in runs if r.name == run_name)
+    budget = run.budget_of(task, method)
+    return {k: budget[k] for k in ("meta_train", "n_meta_texts") if budget[k] is not None}
+
+
+def _episode_f1(records: Sequence[Mapping[str, Any]]) -> float:
+    """An episode's macro-F1 from its records (the mean over its prompts when it ran under several); the labels
+    are the keys of the records' scores."""
+    by_prompt: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_prompt[r.get("prompt")].append(r)
+    values = [macro_f1_of([str(r["gold"]) for r in recs], [str(r["prediction"]) for r in recs],
+                          list(recs[0].get("scores") or {})) for recs in by_prompt.values()]
+    return sum(values) / len(values)
+
+
+def _calibration(runs: Sequence[Run], seed: int) -> list[dict[str, Any]]:
+    """Every calibrated output (its manifest entry names a ``calibration`` and the ``raw_method`` it calibrates)
+    against that raw output of the same run, paired on episodes: accuracy and macro-F1 differences."""
+    out = []
+    for run in runs:
+        eps = _episodes(run)
+        for (task, method, shots), mine in sorted(eps.items()):
+            described = run.manifest.get("methods", {}).get(f"{task}/{method}", {})
+            if not isinstance(described, Mapping) or described.get("calibration") in (None, "none"):
+                continue
+            raw = eps.get((task, str(described.get("raw_method")), shots))
+            if raw is None or not all(r.get("scores") for recs in mine.values() for r in recs):
+                continue
+            acc = paired_comparison({h: _accuracy(r) for h, r in mine.items()},
+                                    {h: _accuracy(r) for h, r in raw.items()}, seed=seed)
+            f1 = paired_comparison({h: _episode_f1(r) for h, r in mine.items()},
+                                   {h: _episode_f1(r) for h, r in raw.items()}, seed=seed)
+            if acc is None or f1 is None:
+                continue
+            out.append({"model": run.model_of(task, method), "task": task, "shots": shots, "method": method,
+                        "reference": described.get("raw_method"), "calibration": described.get("calibration"),
+                        "transductive": bool(described.get("transductive")), "n_episodes": acc.n_episodes,
+                        "accuracy": _round(acc.accuracy), "reference_accuracy": _round(acc.reference_accuracy),
+                        "mean_diff": _round(acc.difference), "ci_low": _round(acc.ci_low),
+                        "ci_high": _round(acc.ci_high), "p_value": _round(acc.p_value),
+                        "f1_diff": _round(f1.difference), "f1_ci_low": _round(f1.ci_low),
+                        "f1_ci_high": _round(f1.ci_high), "f1_p_value": _round(f1.p_value), "run": run.name})
     return out
 
 
@@ -177,7 +242,7 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
     runs = [read_run(p) for p in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        runs = [Run(str(r.path), r.path, r.manifest, r.summary, r.records) for r in runs]  # keep runs apart
+        runs = [Run(str(r.path), r.path, r.manifest, r.summary, r.records, r.prompt_rows) for r in runs]  # apart
     loaded = []
     if metrics:
         from iclkit.analysis.metrics_plugins import load_metric
@@ -196,9 +261,13 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
             row = {"model": run.model_of(s["task"], s["method"]), "task": s["task"], "method": s["method"],
                    "shots": int(s["shots"]), "n_episodes": s["n_episodes"], "n_queries": s["n_queries"],
                    "accuracy": s.get("accuracy"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
-                   "macro_f1": s.get("macro_f1"), "ece": s.get("ece"), "run": run.name}
+                   "macro_f1": s.get("macro_f1"), "ece": s.get("ece"), **{k: s.get(k) for k in BUDGET_FIELDS},
+                   "run": run.name, **{k: s[k] for k in SPREAD_FIELDS if k in s}}
             if plugin:
                 row["metrics"] = plugin.get((s["task"], s["method"], int(s["shots"])), {})
             rows.append(row)
     rows.sort(key=lambda r: (r["task"], str(r["model"] or ""), r["method"], r["shots"], r["run"]))
-    return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)))
+    prompts = [{"model": run.model_of(p["task"], p["method"]), **p, "run": run.name} for run in runs
+               for p in run.prompt_rows]
+    return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)), tuple(prompts),
+                       tuple(_calibration(runs, seed)))

@@ -1,4 +1,5 @@
-"""Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method); PNG and SVG.
+"""Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method); PNG and SVG. For a task
+whose cells ran under several prompts, a template-spread figure: one thin line per prompt, the mean in bold.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot: no global figure state, and importing this module
 leaves the user's backend alone (a notebook keeps its own). They are saved without timestamps and with a fixed SVG
@@ -64,6 +65,49 @@ def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
     return fig
 
 
+def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
+    """Accuracy against shots for one task under each prompt: one thin line per (method, prompt), and in bold, in
+    the same colour, the method's mean over the prompts (its main summary row)."""
+    fig = Figure(figsize=(_WIDTH, _HEIGHT), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    mine = [r for r in prompt_rows if r["task"] == task and r.get("accuracy") is not None]
+    several = {k for k in ("model", "run") if len({r.get(k) for r in mine}) > 1}  # said only when they differ
+
+    def label(r: Mapping[str, Any]) -> str:
+        return " · ".join([*(str(r.get(k)) for k in ("model", "run") if k in several), str(r["method"])])
+
+    methods = sorted({label(r) for r in mine})
+    shots = sorted({r["shots"] for r in mine})
+    pos = {k: i for i, k in enumerate(shots)}
+    means = [r for r in rows if r["task"] == task and r.get("n_prompts") and r.get("accuracy") is not None]
+    for i, name in enumerate(methods):
+        color = f"C{i % 10}"
+        lines: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for r in mine:
+            if label(r) == name:
+                lines[str(r["prompt"])].append(r)
+        for line in lines.values():
+            line = sorted(line, key=lambda r: r["shots"])
+            ax.plot([pos[r["shots"]] for r in line], [r["accuracy"] for r in line], color=color, linewidth=0.8,
+                    alpha=0.55, marker="o", markersize=2)
+        bold = sorted((r for r in means if label(r) == name and r["shots"] in pos), key=lambda r: r["shots"])
+        ax.plot([pos[r["shots"]] for r in bold], [r["accuracy"] for r in bold], color=color, linewidth=2.4,
+                marker="o", markersize=4, label=f"{name} (mean of {len(lines)} prompts)")
+    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{task}: template spread (thin: one prompt each)")
+    ax.grid(alpha=0.3)
+    if methods:
+        legend = ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.set_size_inches(_WIDTH + legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2,
+                            _HEIGHT)
+    fig.tight_layout()
+    return fig
+
+
 def figure_bytes(fig: Figure, fmt: ImageFormat) -> bytes:
     """The figure as PNG or SVG bytes, with no timestamp in them."""
     buf = io.BytesIO()
@@ -94,15 +138,30 @@ def render_plots(rows: Sequence[Mapping[str, Any]],
     return out
 
 
+def render_spread_plots(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Mapping[str, Any]],
+                        formats: Sequence[ImageFormat] = ("png", "svg")) -> dict[str, dict[str, bytes]]:
+    """task → format → template-spread image bytes, for every task with a cell run under several prompts."""
+    out: dict[str, dict[str, bytes]] = {}
+    for task in tasks_of(prompt_rows):
+        with matplotlib.rc_context(_RC):
+            fig = template_spread(rows, prompt_rows, task)
+        out[task] = {fmt: figure_bytes(fig, fmt) for fmt in formats}
+    return out
+
+
 def write_plots(rows: Sequence[Mapping[str, Any]], folder: str | Path,
-                formats: Sequence[ImageFormat] = ("png", "svg")) -> list[Path]:
-    """Write ``accuracy_vs_shots_<task>.<fmt>`` for every task into ``folder``; returns the paths."""
+                formats: Sequence[ImageFormat] = ("png", "svg"),
+                prompt_rows: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
+    """Write ``accuracy_vs_shots_<task>.<fmt>`` for every task into ``folder``, and ``template_spread_<task>.<fmt>``
+    for every task with per-prompt rows (``prompt_rows``); returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for task, images in render_plots(rows, formats).items():
-        for fmt, data in images.items():
-            path = folder / f"accuracy_vs_shots_{slug(task)}.{fmt}"
-            path.write_bytes(data)
-            paths.append(path)
+    for stem, images in (("accuracy_vs_shots", render_plots(rows, formats)),
+                         ("template_spread", render_spread_plots(rows, prompt_rows, formats))):
+        for task, by_format in images.items():
+            for fmt, data in by_format.items():
+                path = folder / f"{stem}_{slug(task)}.{fmt}"
+                path.write_bytes(data)
+                paths.append(path)
     return paths

@@ -57,12 +57,38 @@ class Capabilities:
     ``batches_episodes``: it has ``predict_episodes(episodes)`` and ``episodes_per_call()``, so the runner hands
     it several episodes per call (an LM batches their queries together); results equal one episode at a time.
     ``query_fields``: numeric per-query ``Prediction.extra`` fields the summary averages (e.g. ``label_mass``).
+    ``variants``: method names (``<name>+<variant>``, e.g. calibrations) that one instance computes from the same
+    pass (``MultiOutput``): the runner builds it once for every requested name in this tuple, with
+    ``MethodContext.outputs`` naming them, and records one result per name, so the queries are scored once.
+    ``prompted``: it renders the run's prompt (``MethodContext.get_prompt``); the runner runs it once per prompt of
+    the task, on the same episodes, and records the prompt (name and hash) with each result.
     """
 
     min_shots: int = 1
     open_answers: bool = False
     batches_episodes: bool = False
     query_fields: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    prompted: bool = False
+
+
+EpisodeInput = tuple[Sequence[Example], Sequence[str], Sequence[Example]]  # (support, labels, queries)
+
+
+@runtime_checkable
+class MultiOutput(Protocol):
+    """A learner whose capabilities list ``variants``: one scoring pass yields several named outputs."""
+
+    def predict_outputs(self, episodes: Sequence[EpisodeInput]) -> list[dict[str, list[Prediction]]]:
+        """For each ``(support, labels, queries)``: output name → one prediction per query, in order. Every output
+        comes from the same scores (plus the few extra requests a variant needs); no query is scored twice. An
+        output may be transductive (its ``describe_output`` says so): a query's prediction then depends on the
+        episode's other queries, which ``Adapted.predict`` otherwise never does."""
+        ...
+
+    def describe_output(self, name: str) -> Mapping[str, Any]:
+        """``describe()`` for one output (e.g. with its calibration), recorded in the manifest under its name."""
+        ...
 
 
 @dataclass
@@ -70,7 +96,9 @@ class MethodContext:
     """What a learner factory may use: the task, the run's seed, the options, and lazily the LM and prompt.
 
     ``embeddings`` holds the run's embedding caches (one per encoder), so the baselines of one run share vectors in
-    memory and nothing outlives the run.
+    memory and nothing outlives the run. ``outputs``: for a learner with ``variants``, the names the run asks it
+    for. ``episodes``: the evaluation episodes it will be handed, only so that a factory can refuse an option that
+    no episode can satisfy before anything runs (e.g. more demonstrations per query than a support set holds).
     """
 
     task: Any  # TaskData
@@ -81,6 +109,8 @@ class MethodContext:
     train_episodes: Callable[[], Sequence[Episode]] | None = None
     embeddings: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    outputs: tuple[str, ...] = ()
+    episodes: Sequence[Episode] = ()
 
     def learner_options(self, spec: OptionSpec) -> dict[str, Any]:
         """Keyword arguments for a learner from its option spec (typed, defaults from the learner class)."""

@@ -20,6 +20,7 @@ from iclkit.errors import IclkitError
 
 T = TypeVar("T")
 _LOOP_FIELDS = ("steps", "lr", "meta_batch")
+MetaProtocol = Literal["auto", "cross-task", "class-split", "in-task"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,16 @@ class FeatureOptions:
 
 @dataclass(frozen=True)
 class MetaTrainOptions:
-    """Where meta-training episodes come from and how many; the outer-loop budget shared by meta-learners."""
+    """Where meta-training episodes come from and how many; the outer-loop budget shared by meta-learners.
 
-    meta_train_tasks: tuple[str, ...] = ()  # empty: the evaluated task's own train split
+    ``meta_train`` is the protocol (``iclkit.protocols``): ``auto`` splits the task's classes when it has enough of
+    them, else meta-trains on other tasks; ``in-task`` (the evaluated task's own classes) only when asked.
+    """
+
+    meta_train: MetaProtocol = "auto"
+    meta_train_tasks: tuple[str, ...] = ()  # cross-task sources (empty: every registered task outside the corpus)
+    allow_same_corpus: bool = False  # let meta_train_tasks name a task of the evaluated task's corpus
+    class_split_seed: int | None = None  # seed of the class-split (None: the run's seed)
     meta_episodes: int = 1000
     meta_pool: int = 256  # train texts per class that meta-training episodes draw from
     meta_query: int = 8  # queries per class in a meta-training episode

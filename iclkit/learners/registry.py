@@ -32,6 +32,9 @@ _ENTRIES: dict[str, Entry] = {}
 # name → module that registers it on import (baselines live in the top-level baselines/ folder)
 _LAZY: dict[str, str] = {
     "icl": "iclkit.learners.icl",
+    "icl+contextual": "iclkit.learners.icl",
+    "icl+dcpmi": "iclkit.learners.icl",
+    "icl+batch": "iclkit.learners.icl",
     "protonet": "iclkit.baselines.protonet",
     "protonet-proj": "iclkit.baselines.protonet",
     "maml": "iclkit.baselines.maml",

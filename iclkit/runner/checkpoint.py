@@ -27,6 +27,11 @@ def config_key(config: Mapping[str, Any]) -> str:
     return stable_hash({"checkpoint": CHECKPOINT_VERSION, "config": config}, n=64)
 
 
+def info_key(info: Mapping[str, Any]) -> str:
+    """What tells apart two results of one method on one episode (e.g. under two prompts): a hash of ``info``."""
+    return stable_hash(dict(info)) if info else ""
+
+
 def result_to_dict(r: EpisodeResult) -> dict[str, Any]:
     """An EpisodeResult as JSON-able data (inverse of result_from_dict)."""
     return {"episode_id": r.episode_id, "episode_hash": r.episode_hash, "task": r.task, "method": r.method,
@@ -65,7 +70,7 @@ class Checkpoint:
     def __init__(self, out: str | Path, key: str):
         self.dir = partial_dir(out)
         self.key = key
-        self.done: dict[tuple[str, str], EpisodeResult] = {}
+        self.done: dict[tuple[str, str, str], EpisodeResult] = {}
         self._load()
 
     @property
@@ -90,14 +95,15 @@ class Checkpoint:
                         r = result_from_dict(json.loads(line))
                     except (ValueError, KeyError, TypeError):
                         break  # a line cut short by the kill: it and anything after it are redone
-                    self.done[(r.method, r.episode_id)] = r
+                    self.done[(r.method, r.episode_id, info_key(r.info))] = r
                     valid.append(line if line.endswith("\n") else line + "\n")
             # rewrite without the torn tail, so appends start on a fresh line
             atomic_write(self.results_path, "".join(valid))
 
-    def get(self, method: str, episode: Episode) -> EpisodeResult | None:
-        """The stored result of ``method`` on ``episode``, if it was finished (and the episode is unchanged)."""
-        r = self.done.get((method, episode.id))
+    def get(self, method: str, episode: Episode, info: Mapping[str, Any] | None = None) -> EpisodeResult | None:
+        """The stored result of ``method`` on ``episode`` (under ``info``: the prompt it ran with), if it was
+        finished (and the episode is unchanged)."""
+        r = self.done.get((method, episode.id, info_key(info or {})))
         return r if r is not None and r.episode_hash == episode.hash else None
 
     def append(self, result: EpisodeResult) -> None:
@@ -110,7 +116,7 @@ class Checkpoint:
             f.write(json.dumps(result_to_dict(result), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.done[(result.method, result.episode_id)] = result
+        self.done[(result.method, result.episode_id, info_key(result.info))] = result
 
     def remove(self) -> None:
         """Delete the checkpoint (the output folder is complete)."""

@@ -29,7 +29,7 @@ _MODEL = {f.name: f.name for f in dataclasses.fields(ModelSpec)} | {"model": "na
 _MODEL.pop("name")
 _EPISODES = {"shots": "shots", "episodes": "n_episodes", "n_episodes": "n_episodes", "n_way": "n_way",
              "n_query": "n_query", "seed": "seed", "query_balance": "query_balance"}
-_RUN = ("task", "tasks", "methods", "prompt", "text_field", "label_field", "reference")
+_RUN = ("task", "tasks", "methods", "prompt", "text_field", "label_field", "reference", "calibration")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class RunConfig:
     model: ModelSpec = ModelSpec()
     episodes: EpisodeConfig = EpisodeConfig()
     methods: tuple[str, ...] = DEFAULT_METHODS
-    prompt: str | None = None  # overrides each task's own prompt
+    prompt: str | None = None  # comma-separated prompt names or files: replace each task's own prompt(s)
     options: Mapping[str, Any] = field(default_factory=dict)  # learner and run-wide options (iclkit.learners.options)
     text_field: str | None = None
     label_field: str | None = None
@@ -50,6 +50,10 @@ class RunConfig:
         d = asdict(self)
         d["options"] = dict(self.options)
         return d
+
+    def prompt_names(self) -> tuple[str, ...] | None:
+        """The prompts ``prompt`` picks (None: each task's own prompts)."""
+        return _names(self.prompt, "prompt") if self.prompt is not None else None
 
     def check(self) -> None:
         """Fail before any work on an unknown method, option name, or option value."""
@@ -74,13 +78,41 @@ class RunConfig:
             run["tasks"] = _names(tasks, "task")
         if "methods" in given:
             run["methods"] = _names(given["methods"], "methods")
-        for key in ("prompt", "text_field", "label_field", "reference"):
+        if "calibration" in given:
+            run["methods"] = with_calibration(run.get("methods", cls.methods),
+                                              _names(given["calibration"], "calibration"))
+        if "prompt" in given:
+            run["prompt"] = ",".join(_names(given["prompt"], "prompt"))  # one or several prompts
+        for key in ("text_field", "label_field", "reference"):
             if key in given:
                 run[key] = str(given[key])
         options = {k: v for k, v in given.items() if k not in _MODEL and k not in _EPISODES and k not in _RUN}
         config = cls(model=ModelSpec(**model), episodes=EpisodeConfig(**episodes), options=options, **run)
         config.check()
         return config
+
+
+def with_calibration(methods: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """``methods`` with each method that has calibration variants (``<method>+<name>``, e.g. icl+contextual)
+    replaced by the variants ``names`` pick; ``none`` is the method itself (its raw scores)."""
+    out: list[str] = []
+    offered: set[str] = set()
+    for method in methods:
+        variants = entry(method).capabilities.variants
+        if method not in variants:
+            out.append(method)
+            continue
+        suffixes = {v.removeprefix(f"{method}+"): v for v in variants if v.startswith(f"{method}+")}
+        offered |= set(suffixes)
+        for name in names:
+            if name != "none" and name not in suffixes:
+                raise IclkitError(f"unknown calibration {name!r}", field="calibration",
+                                  hint=f"one of none, {', '.join(suffixes)}")
+        out += [method if name == "none" else suffixes[name] for name in names]
+    if not offered:
+        raise IclkitError("no method of the run has calibrated variants", field="calibration",
+                          hint="calibration applies to in-context learning: add icl to --methods")
+    return tuple(dict.fromkeys(out))
 
 
 def _names(value: Any, name: str) -> tuple[str, ...]:

@@ -11,13 +11,13 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
 from iclkit import learners
 from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
-from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, records, summarize
+from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, prompt_rows, records, summarize
 from iclkit.data.tasks import TaskData, load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes, write_episodes
 from iclkit.errors import IclkitError
@@ -25,6 +25,7 @@ from iclkit.files import staged_dir, write_json, write_jsonl
 from iclkit.learners.options import MetaTrainOptions
 from iclkit.lm import ModelSpec, load_lm
 from iclkit.metatrain import training_episodes
+from iclkit.protocols import NO_META_TRAINING, MetaTrainPlan, budget_fields, plan_for
 from iclkit.prompts import PromptTemplate, load_prompt
 from iclkit.runner import distributed
 from iclkit.runner.checkpoint import Checkpoint, config_key
@@ -42,19 +43,65 @@ class RunResult:
     manifest: dict[str, Any]
     summary: list[dict[str, Any]] = field(default_factory=list)
     comparison: list[dict[str, Any]] = field(default_factory=list)  # paired differences vs the reference method
+    budgets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, method) → data budget
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # per-prompt rows of cells run under several prompts
 
     def table(self) -> str:
-        if not self.comparison:
-            return markdown_table(self.summary)
-        return (markdown_table(self.summary) + f"\n\nPaired difference vs {self.config.reference} (same episodes):\n\n"
-                + comparison_table(self.comparison))
+        text = markdown_table(self.summary)
+        if self.comparison:
+            text += (f"\n\nPaired difference vs {self.config.reference} (same episodes):\n\n"
+                     + comparison_table(self.comparison))
+        used = sorted({(task, b["meta_train"], tuple(b["meta_tasks"])) for (task, _), b in self.budgets.items()
+                       if b["meta_train"] != NO_META_TRAINING})
+        if used:
+            plans = self.manifest.get("meta_training", {})
+            lines = []
+            for task, protocol, sources in used:
+                plan = plans.get(task) or {}
+                if protocol == "class-split":
+                    lines.append(f"- {task}: class-split: meta-trained on {', '.join(plan.get('train_classes', []))}; "
+                                 f"every method evaluated on {', '.join(plan.get('eval_classes') or [])}")
+                else:
+                    left_out = ", ".join(f"{k} ({v})" for k, v in plan.get("excluded", {}).items())
+                    lines.append(f"- {task}: {protocol} on {', '.join(sources)}"
+                                 + (f"; left out: {left_out}" if left_out and protocol == "cross-task" else ""))
+            text += "\n\nMeta-training data (labelled texts outside the episodes; manifest.json has it all):\n"
+            text += "\n".join(lines)
+        return text
 
     def records(self) -> list[dict[str, Any]]:
-        return [rec for r in self.results for rec in records(r)]
+        return [rec for r in self.results for rec in records(r, self.budgets.get((r.task, r.method)))]
 
 
-def _prompt_for(task: TaskData, override: str | None) -> PromptTemplate:
-    name = override or task.spec.prompt
+@dataclass(frozen=True)
+class _Job:
+    """One learner to run on one task's episodes: the method it was built as, the outputs it computes in one pass
+    (a learner with variants), and the prompt it renders (a prompted learner)."""
+
+    task: TaskData
+    method: str
+    outputs: tuple[str, ...]
+    prompt: PromptTemplate | None
+    learner: Any
+    episodes: list[Episode]
+
+
+def prompt_info(prompt: PromptTemplate | None) -> dict[str, str]:
+    """What a result records about its prompt: name and text hash (nothing for a learner without one)."""
+    return {"prompt": prompt.name, "prompt_hash": prompt.hash} if prompt is not None else {}
+
+
+def _prompts_for(task: TaskData, override: Sequence[str] | None) -> tuple[PromptTemplate, ...]:
+    """The prompts a task runs with: ``override`` (``--prompt a,b``), else the task's ``prompts``, else its one
+    ``prompt``; each checked against the task's fields and labels."""
+    names = override or task.spec.prompts or (task.spec.prompt,)
+    out = tuple(_prompt_for(task, name) for name in dict.fromkeys(names))
+    if len({p.name for p in out}) != len(out):
+        raise IclkitError(f"two of the prompts {list(names)} share a name", field="prompt")
+    return out
+
+
+def _prompt_for(task: TaskData, name: str) -> PromptTemplate:
     if name == "default" and task.spec.inputs != ("text",):
         body = "\n".join(f"{f.capitalize()}: {{{f}}}" for f in task.spec.inputs)
         prompt = PromptTemplate(name="default", template=body + "\nLabel:")
@@ -83,35 +130,45 @@ class _LazyLM:
 
 
 def run_method(learner: learners.Learner, episodes: Sequence[Episode], *, progress: bool = True,
-               desc: str = "", checkpoint: Checkpoint | None = None, per_call: int = 1) -> list[EpisodeResult]:
+               desc: str = "", checkpoint: Checkpoint | None = None, per_call: int = 1,
+               outputs: Sequence[str] = (), info: Mapping[str, Any] | None = None) -> list[EpisodeResult]:
     """Adapt to each episode's support and predict its queries (episodes finished in ``checkpoint`` are reused).
 
     ``per_call > 1`` (a learner whose capabilities say ``batches_episodes``) hands it that many episodes at a time
-    through ``predict_episodes``, so an LM can batch queries across episodes; results equal one at a time."""
-    done = {ep.id: checkpoint.get(learner.name, ep) for ep in episodes} if checkpoint is not None else {}
-    todo = [ep for ep in episodes if done.get(ep.id) is None]
+    through ``predict_episodes``, so an LM can batch queries across episodes; results equal one at a time.
+    ``outputs`` (a ``MultiOutput`` learner, capabilities ``variants``): the method names it computes from one pass
+    through ``predict_outputs``; one result per name and episode, grouped by name. ``info`` is recorded with every
+    result (the prompt a prompted learner ran with)."""
+    names = tuple(outputs) or (learner.name,)
+    info = dict(info or {})
+    done = {(n, ep.id): checkpoint.get(n, ep, info) for n in names for ep in episodes} if checkpoint is not None else {}
+    todo = [ep for ep in episodes if any(done.get((n, ep.id)) is None for n in names)]
     bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=desc, disable=not progress,
                file=sys.stderr, leave=False)
     for start in range(0, len(todo), per_call):
         chunk = todo[start:start + per_call]
+        inputs = [(ep.support, ep.labels, ep.query) for ep in chunk]
         try:
-            if per_call > 1:
-                predicted = learner.predict_episodes([(ep.support, ep.labels, ep.query) for ep in chunk])
+            if outputs:
+                predicted = learner.predict_outputs(inputs)  # type: ignore[attr-defined]
+            elif per_call > 1:
+                predicted = [{learner.name: p} for p in learner.predict_episodes(inputs)]  # type: ignore[attr-defined]
             else:
-                predicted = [learner.adapt(ep.support, ep.labels).predict(ep.query) for ep in chunk]
+                predicted = [{learner.name: learner.adapt(s, labels).predict(q)} for s, labels, q in inputs]
         except IclkitError as e:
             where = chunk[0].id if len(chunk) == 1 else f"{chunk[0].id} .. {chunk[-1].id}"
             raise IclkitError(f"episode {where}: {e.message}", file=e.file, line=e.line, field=e.field,
                               hint=e.hint) from None
-        for ep, preds in zip(chunk, predicted):
-            result = EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=learner.name,
-                                   shots=ep.shots, labels=ep.labels, predictions=tuple(preds))
-            if checkpoint is not None:
-                checkpoint.append(result)
-            done[ep.id] = result
+        for ep, by_name in zip(chunk, predicted):
+            for n in names:
+                result = EpisodeResult(episode_id=ep.id, episode_hash=ep.hash, task=ep.task, method=n,
+                                       shots=ep.shots, labels=ep.labels, predictions=tuple(by_name[n]), info=info)
+                if checkpoint is not None:
+                    checkpoint.append(result)
+                done[(n, ep.id)] = result
         bar.update(len(chunk))
     bar.close()
-    return [done[ep.id] for ep in episodes]
+    return [done[(n, ep.id)] for n in names for ep in episodes]
 
 
 def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = True,
@@ -123,9 +180,19 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     """
     config.check()
     tasks = [load_task(t, text_field=config.text_field, label_field=config.label_field) for t in config.tasks]
-    prompts = {t.name: _prompt_for(t, config.prompt) for t in tasks}
-    episodes = {t.name: sample_episodes(t, config.episodes) for t in tasks}
+    prompts = {t.name: _prompts_for(t, config.prompt_names()) for t in tasks}
     meta_options = learners.MethodContext(task=None, seed=0, options=config.options).run_wide(MetaTrainOptions)
+    # The protocol comes first: a class-split decides which classes every method's evaluation episodes use.
+    plans = {t.name: plan_for(t, meta_options, config.episodes.n_way, config.episodes.seed) for t in tasks}
+    episodes = {t.name: sample_episodes(t, config.episodes, classes=_eval_classes(plans[t.name])) for t in tasks}
+    train_sets: dict[str, list[Episode]] = {}
+
+    def train_for(task: TaskData) -> list[Episode]:
+        if task.name not in train_sets:  # drawn once per task, shared by its meta-learners
+            train_sets[task.name] = training_episodes(task, episodes[task.name], meta_options, config.episodes.seed,
+                                                      plans[task.name])
+        return train_sets[task.name]
+
     get_lm = _LazyLM(config.model, score_cache)
     world = distributed.init()  # under accelerate launch / torchrun: this process runs every world.size-th episode
     progress = progress and world.main
@@ -134,30 +201,54 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     blocks: list[list[EpisodeResult]] = []
     described: dict[str, Any] = {}
     meta_hashes: dict[str, str] = {}
+    budgets: dict[tuple[str, str], dict[str, Any]] = {}
     query_fields: dict[str, tuple[str, ...]] = {}
+    # Every learner is built before any episode runs, so an option no episode can satisfy fails with nothing written.
+    jobs: list[_Job] = []
     for task in tasks:
+        grouped: set[str] = set()
         for method in config.methods:
+            if method in grouped:
+                continue
             caps = learners.entry(method).capabilities
-            query_fields[method] = caps.query_fields
-            if task.spec.type == "generation" and not caps.open_answers:
-                continue  # open-answer tasks have no label set for a classifier to pick from
-            eps = [e for e in episodes[task.name] if e.shots >= caps.min_shots]
-            ctx = learners.MethodContext(
-                task=task, seed=config.episodes.seed, options=config.options, get_lm=get_lm,
-                get_prompt=lambda t=task: prompts[t.name],
-                train_episodes=lambda t=task: training_episodes(t, episodes[t.name], meta_options,
-                                                                config.episodes.seed),
-                embeddings=embeddings, progress=progress)
-            learner = learners.make(method, ctx)
-            if isinstance(learner, learners.MetaLearner):
-                assert ctx.train_episodes is not None
-                train = ctx.train_episodes()
-                learner.meta_train(train)
-                meta_hashes[f"{task.name}/{method}"] = episodes_hash(train)
-            described[f"{task.name}/{method}"] = dict(learner.describe())
-            per_call = learner.episodes_per_call() if caps.batches_episodes else 1  # type: ignore[attr-defined]
-            blocks.append(run_method(learner, distributed.shard(eps, world), progress=progress,
-                                     desc=f"{task.name} {method}", checkpoint=ckpt, per_call=per_call))
+            # a learner with variants computes every requested one of them from one pass: built once for all
+            names = [m for m in config.methods if m in caps.variants] if method in caps.variants else [method]
+            grouped.update(names)
+            for name in names:
+                query_fields[name] = learners.entry(name).capabilities.query_fields
+            if task.spec.type == "generation":  # open-answer tasks have no label set for a classifier to pick from
+                names = [m for m in names if learners.entry(m).capabilities.open_answers]
+            if not names:
+                continue
+            method = names[0]  # the registry entry that builds the learner (one factory serves a variant family)
+            min_shots = max(learners.entry(m).capabilities.min_shots for m in names)
+            eps = [e for e in episodes[task.name] if e.shots >= min_shots]
+            for prompt in prompts[task.name] if caps.prompted else (None,):
+                ctx = learners.MethodContext(
+                    task=task, seed=config.episodes.seed, options=config.options, get_lm=get_lm,
+                    get_prompt=lambda p=prompt: p, train_episodes=lambda t=task: train_for(t),
+                    embeddings=embeddings, progress=progress, outputs=tuple(names) if caps.variants else (),
+                    episodes=eps)
+                jobs.append(_Job(task, method, ctx.outputs, prompt, learners.make(method, ctx), eps))
+    for job in jobs:
+        learner, task = job.learner, job.task
+        if isinstance(learner, learners.MetaLearner):
+            train = train_for(task)
+            learner.meta_train(train)
+            meta_hashes[f"{task.name}/{job.method}"] = episodes_hash(train)
+        for name in job.outputs or (job.method,):
+            key = f"{task.name}/{name}"
+            info = learner.describe_output(name) if job.outputs else learner.describe()  # type: ignore[attr-defined]
+            described.setdefault(key, dict(info))
+            if job.prompt is not None:  # one entry per method: the prompts it ran with, in order
+                described[key].setdefault("prompts", []).append({"name": job.prompt.name, "hash": job.prompt.hash})
+            budgets[(task.name, name)] = budget_fields(described[key], plans[task.name])
+        caps = learners.entry(job.method).capabilities
+        per_call = learner.episodes_per_call() if caps.batches_episodes else 1  # type: ignore[attr-defined]
+        where = f" [{job.prompt.name}]" if job.prompt is not None and len(prompts[task.name]) > 1 else ""
+        blocks.append(run_method(learner, distributed.shard(job.episodes, world), progress=progress,
+                                 desc=f"{task.name} {job.method}{where}", checkpoint=ckpt, per_call=per_call,
+                                 outputs=job.outputs, info=prompt_info(job.prompt)))
     results = [r for block in distributed.gather(blocks, world) for r in block]
     manifest = {
         "iclkit_summary_version": SUMMARY_VERSION,
@@ -166,22 +257,30 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         "model": dict(get_lm.lm.describe()) if get_lm.lm is not None else None,
         "tasks": {t.name: {"source": t.source, "file": t.spec.file, "n_train": len(t.train), "n_test": len(t.test),
                            "labels": list(t.labels)} for t in tasks},
-        "prompts": {name: {"name": p.name, "hash": p.hash, "file": p.file} for name, p in prompts.items()},
+        "prompts": {name: [{"name": p.name, "hash": p.hash, "file": p.file} for p in ps]
+                    for name, ps in prompts.items()},
         "episodes_hash": {name: episodes_hash(eps) for name, eps in episodes.items()},
         "methods": described,
         "meta_train_episodes_hash": meta_hashes,
+        "meta_training": {name: plan.to_dict() if plan else None for name, plan in plans.items()},
+        "budgets": {f"{task}/{method}": b for (task, method), b in budgets.items()},
         "seed": config.episodes.seed,
         "processes": world.size,
     }
-    summary = summarize(results, seed=config.episodes.seed, query_fields=query_fields)
-    comparison = (compare(results, reference=config.reference, seed=config.episodes.seed)
+    summary = summarize(results, seed=config.episodes.seed, query_fields=query_fields, budgets=budgets)
+    comparison = (compare(results, reference=config.reference, seed=config.episodes.seed, budgets=budgets)
                   if config.reference in config.methods else [])
-    result = RunResult(config, episodes, results, manifest, summary, comparison)
+    result = RunResult(config, episodes, results, manifest, summary, comparison, budgets,
+                       prompt_rows(results, seed=config.episodes.seed))
     if out is not None and world.main:
         save(result, Path(out))
         if ckpt is not None:
             ckpt.remove()
     return result
+
+
+def _eval_classes(plan: MetaTrainPlan | None) -> tuple[str, ...] | None:
+    return plan.eval_classes if plan is not None else None
 
 
 def versions() -> dict[str, str]:
@@ -204,21 +303,25 @@ def save(result: RunResult, out: Path) -> None:
         write_jsonl(tmp / "records.jsonl", result.records())
         write_episodes([e for eps in result.episodes.values() for e in eps], tmp / "episodes.jsonl")
         write_json(tmp / "manifest.json", result.manifest)
-        write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary})
+        write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary,
+                                          **({"prompts": result.prompts} if result.prompts else {})})
         (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
         if result.comparison:
             write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": result.config.reference,
                                                  "rows": result.comparison})
-        write_plots(result.summary, tmp / "plots")
+        write_plots(result.summary, tmp / "plots", prompt_rows=result.prompts)
 
 
 def evaluate(tasks: str | Sequence[str] = RunConfig.tasks, *, model: str | ModelSpec = ModelSpec.name,
              shots: Sequence[int] = EpisodeConfig.shots, n_episodes: int = EpisodeConfig.n_episodes,
              n_way: int | None = None, n_query: int = EpisodeConfig.n_query, seed: int = EpisodeConfig.seed,
-             methods: Sequence[str] = RunConfig.methods, prompt: str | None = None, out: str | Path | None = None,
+             methods: Sequence[str] = RunConfig.methods, prompt: str | Sequence[str] | None = None,
+             out: str | Path | None = None,
              progress: bool = True, score_cache: str | Path | None = None, **options: Any) -> RunResult:
     """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, methods=DEFAULT_METHODS)``.
 
+    ``prompt`` names one prompt or several (``"a,b"`` or a list; default: the task's own ``prompts``), and
+    ``calibration="none,contextual,dcpmi,batch"`` adds ICL's calibrated outputs (README "Fair ICL").
     ``options`` are learner and run-wide options by name (``normalize="mean"``, ``knn_k=10``, ``embed="minilm"``);
     an unknown name is an IclkitError listing the valid ones. Defaults are RunConfig's, as for the CLI."""
     given: dict[str, Any] = {"tasks": (tasks,) if isinstance(tasks, str) else tuple(tasks), "shots": tuple(shots),
