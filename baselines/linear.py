@@ -22,10 +22,25 @@ from iclkit.types import Example, Prediction
 from iclkit.baselines.common import Featurizer, features_from
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> LogisticRegression:
+@dataclass(frozen=True)
+class OneClass:
+    """The fit when the support shows a single class (e.g. under ``--labels random``): that class, probability 1 —
+    the limit of the regularized fit, which scikit-learn refuses to compute."""
+
+    label: int
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array([self.label])
+
+    def predict_log_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), 1))
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> LogisticRegression | OneClass:
     """L2-regularized multinomial logistic regression (L-BFGS to convergence, deterministic)."""
     if len(set(y.tolist())) < 2:
-        raise ValueError("a linear probe needs support examples of at least two classes")
+        return OneClass(int(y[0]))
     with threadpool_limits(1):  # BLAS threads only add contention on a problem this small
         return LogisticRegression(C=c, max_iter=1000, tol=1e-6).fit(x.double().numpy(), y.numpy())
 
@@ -47,7 +62,7 @@ class Linear:
 @dataclass(frozen=True)
 class LinearAdapted:
     learner: Linear
-    model: LogisticRegression
+    model: LogisticRegression | OneClass
     labels: tuple[str, ...]
 
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:

@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from iclkit.learners import OptionSpec, register
-from iclkit.learners.base import MethodContext
+from iclkit.learners.base import Capabilities, MethodContext
 
 from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from
 from iclkit.baselines.sequence import SequenceLearner, stacked
@@ -182,6 +182,6 @@ class MANN(SequenceLearner):
 OPTIONS = OptionSpec(MANN, ("hidden", "slots", "width", "heads", "input_dim", "input_noise", "loop"), prefix="mann")
 
 
-@register("mann", options=OPTIONS)
+@register("mann", options=OPTIONS, capabilities=Capabilities(order_sensitive=True))
 def _make(ctx: MethodContext) -> MANN:
     return MANN(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **ctx.learner_options(OPTIONS))

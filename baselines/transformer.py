@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from iclkit.learners import OptionSpec, register
-from iclkit.learners.base import MethodContext
+from iclkit.learners.base import Capabilities, MethodContext
 
 from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from
 from iclkit.baselines.sequence import SequenceLearner, stacked
@@ -103,7 +103,7 @@ OPTIONS = OptionSpec(InContextTransformer, ("width", "layers", "heads", "input_d
                      prefix="transformer")
 
 
-@register("transformer", options=OPTIONS)
+@register("transformer", options=OPTIONS, capabilities=Capabilities(order_sensitive=True))
 def _make(ctx: MethodContext) -> InContextTransformer:
     return InContextTransformer(features_from(ctx), seed=ctx.seed, progress=ctx.progress,
                                 **ctx.learner_options(OPTIONS))

@@ -89,7 +89,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from iclkit.export.leaderboard import read_run
 
     check_plan_options(args.ci_width, args.orders)
-    print(plan_table(plan_records(read_run(args.run).records, args.ci_width, orders=args.orders)))
+    gold = [r for r in read_run(args.run).records if r.get("labels", "gold") == "gold"]  # every order, no probes
+    print(plan_table(plan_records(gold, args.ci_width, orders=args.orders)))
     return 0
 
 
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--demos-per-query", type=int, help="with --demos similar: keep the M most similar (0: all)")
     r.add_argument("--normalize", choices=["sum", "mean"], help="label score: summed or per-token log-prob")
     r.add_argument("--chat", action="store_true", default=None, help="wrap prompts in the model's chat template")
+    r.add_argument("--same-queries", action="store_true", default=None,
+                   help="one query set per task shared by every episode (separates query from demonstration variance)")
+    r.add_argument("--labels", help="label probes of the support set, comma-separated: gold, random, flipped, "
+                   "unrelated (prompted learners only) (default: gold)")
+    r.add_argument("--orders", type=int, help="demonstration orders per episode for order-sensitive learners "
+                   "(default: 1, the order as drawn)")
     r.add_argument("--out", help="output folder, written only when the run succeeds "
                                  "(default: runs/<tasks>-<model>-<timestamp>)")
     r.add_argument("--text-field", help="input field(s) of a .jsonl/.csv task, comma-separated")

@@ -31,6 +31,9 @@ class EpisodeConfig:
     n_query: int = 16
     seed: int = 0
     query_balance: QueryBalance = "balanced"
+    # one query set per task, shared by every episode (a crossed design: iclkit.analysis.variance then separates
+    # query difficulty from the demonstrations exactly); needs every episode to use all of the task's classes
+    same_queries: bool = False
 
 
 def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
@@ -71,6 +74,9 @@ def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str
         raise IclkitError(f"shot count {', '.join(map(str, repeated))} listed more than once in {list(config.shots)}",
                           field="shots")
     if task.spec.type == "generation":
+        if config.same_queries:
+            raise IclkitError(f"--same-queries is for classification tasks; {task.name!r} has open answers",
+                              field="same_queries")
         return _sample_open(task, config)
     labels = task.labels
     if classes is not None:
@@ -85,11 +91,20 @@ def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str
     train = _by_label(task.train)
     test = _by_label(task.test)
     k_max = max(config.shots)
+    shared: list[Example] | None = None
+    if config.same_queries:
+        if n_way < len(labels):
+            raise IclkitError(f"--same-queries shares one query set across episodes, so every episode needs all "
+                              f"{len(labels)} classes; n_way={n_way} draws a subset", field="same_queries",
+                              hint="leave --n-way out")
+        shared = _pick_queries(random.Random(f"{config.seed}/{task.name}/queries"), test, list(labels),
+                               config.n_query, config.query_balance)
     episodes = []
     for index in range(config.n_episodes):
         rng = random.Random(f"{config.seed}/{task.name}/{index}")
         chosen = sorted(rng.sample(labels, n_way), key=labels.index) if n_way < len(labels) else list(labels)
-        query = _pick_queries(rng, test, chosen, config.n_query, config.query_balance)
+        query = shared if shared is not None else _pick_queries(rng, test, chosen, config.n_query,
+                                                                config.query_balance)
         if not query:
             raise IclkitError(f"task {task.name!r} has no test examples for labels {chosen}")
         seen = {content_key(q) for q in query}

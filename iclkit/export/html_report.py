@@ -34,6 +34,13 @@ tbody tr:hover{background:#f8f9fc}
 .plots{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;border:1px solid #e3e6ee;border-radius:6px;padding:6px}
 figure img{display:block;max-width:100%;height:auto}
 .pos{color:#1a7f37} .neg{color:#b42318}
+.ci i{position:absolute;top:-2px;left:50%;width:1px;height:12px;background:#98a2b3}
+.stack{display:inline-flex;width:220px;height:12px;border-radius:3px;overflow:hidden;background:#eef0f5;
+  vertical-align:middle}
+.stack span{display:block;height:12px}
+.key span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;border-radius:2px;vertical-align:middle}
+.c-demonstrations{background:#4f7fd1} .c-template{background:#e0a030} .c-order{background:#c0504d}
+.c-query{background:#8fbc8f} .c-residual{background:#c8ccd6}
 """
 
 _JS = """
@@ -165,6 +172,85 @@ def _spread_section(lb: Leaderboard) -> str:
 """
 
 
+def _reliance_cell(rel: Mapping[str, Any] | None) -> str:
+    """Label reliance with its CI as a bar on [-1, 1] (tick at 0)."""
+    if not rel or rel.get("mean") is None or rel.get("ci_low") is None:
+        return '<td data-value="">–</td>'
+    lo, hi, m = (float(rel[k]) for k in ("ci_low", "ci_high", "mean"))
+    pos = lambda x: (x + 1) / 2 * 100  # noqa: E731
+    bar = (f'<span class="ci" title="95% CI, scale -1 to 1"><i></i><span style="left:{pos(lo):.1f}%;'
+           f'width:{(hi - lo) / 2 * 100:.1f}%"></span><b style="left:{pos(m):.1f}%"></b></span>')
+    return f'<td data-value="{m:.4f}">{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{bar}</td>'
+
+
+def _uses_section(lb: Leaderboard) -> str:
+    """What each learner uses: label probes and reliance, order range, variance decomposition (runs with
+    --labels/--orders)."""
+    if not lb.uses:
+        return ""
+    parts = ['<h2>What each learner uses</h2>']
+    labels = lb.uses.get("labels", [])
+    if labels:
+        probes = list(dict.fromkeys(k for r in labels for k in r["probes"]))
+        head = "".join(f'<th class="num">{_e(k)}</th>' for k in probes)
+        body = []
+        for r in labels:
+            cells = "".join(_num((r["probes"].get(k) or {}).get("accuracy")) for k in probes)
+            rel = r.get("reliance") or {}
+            body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
+                        f"{_num(r.get('chance'))}{cells}{_reliance_cell(r.get('reliance'))}{_num(rel.get('p_value'))}"
+                        f"<td>{_e(r['run'])}</td></tr>")
+        parts.append('<p class="muted">Accuracy with the support set\'s labels as drawn (gold), drawn at random, '
+                     'flipped by a derangement, or shown as unrelated words (prompted learners only); queries are '
+                     'always scored against their true labels. Label reliance = acc(gold) − acc(random) on the same '
+                     'episodes, with a 95% paired bootstrap CI (bar on −1…1, tick at 0) and a two-sided paired '
+                     'permutation p.</p>')
+        parts.append(f'<table class="sortable"><thead><tr><th>task</th><th>method</th><th class="num">shots</th>'
+                     f'<th class="num">chance</th>{head}<th>label reliance [95% CI]</th><th class="num">p</th>'
+                     f'<th>run</th></tr></thead><tbody>{"".join(body)}</tbody></table>')
+    orders = lb.uses.get("orders", [])
+    if orders:
+        body = []
+        for r in orders:
+            if r.get("order_invariant"):
+                body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
+                            f"{_num(1)}<td>order-invariant</td>{_num(0.0)}{_num(0.0)}<td>{_e(r['run'])}</td></tr>")
+            else:
+                body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
+                            f"{_num(r.get('n_orders'))}{_ci_cell(r)}{_num(r.get('mean_range'))}"
+                            f"{_num(r.get('changed_fraction'))}<td>{_e(r['run'])}</td></tr>")
+        parts.append('<p class="muted">Demonstration order (gold labels): accuracy over the orders of each episode '
+                     '(95% CI over episodes), the mean within-episode range (best minus worst order) and the '
+                     'fraction of queries whose prediction changes with the order. Order-invariant learners run the '
+                     'drawn order only.</p>')
+        parts.append('<table class="sortable"><thead><tr><th>task</th><th>method</th><th class="num">shots</th>'
+                     '<th class="num">orders</th><th>accuracy [95% CI]</th><th class="num">mean range</th>'
+                     f'<th class="num">changed</th><th>run</th></tr></thead><tbody>{"".join(body)}</tbody></table>')
+    variance = lb.uses.get("variance", [])
+    if variance:
+        names = list(dict.fromkeys(c for r in variance for c in (r.get("components") or {})))
+        body = []
+        for r in variance:
+            comps = r.get("components")
+            if comps is None:
+                stack = f'<td>– ({_e(r.get("reason"))})</td>'
+            else:
+                spans = "".join(f'<span class="c-{_e(c)}" title="{_e(c)}: {(comps[c]["share"] or 0):.1%}" '
+                                f'style="width:{(comps[c]["share"] or 0) * 100:.1f}%"></span>' for c in names)
+                stack = f'<td><span class="stack">{spans}</span></td>'
+            body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
+                        f"{_num(r.get('total'))}{stack}<td>{_e(r['run'])}</td></tr>")
+        key = "".join(f'<span class="c-{_e(c)}"></span>{_e(c)}' for c in names)
+        parts.append('<p class="muted">Variance of per-query correctness (gold labels) split into demonstration set, '
+                     'template, order, query and residual components (ANOVA method-of-moments estimator of a '
+                     'random-effects model; iclkit.analysis.variance). Bars show each component\'s share.</p>'
+                     f'<p class="key">{key}</p>')
+        parts.append('<table class="sortable"><thead><tr><th>task</th><th>method</th><th class="num">shots</th>'
+                     '<th class="num">total variance</th><th>components</th><th>run</th></tr></thead>'
+                     f'<tbody>{"".join(body)}</tbody></table>')
+    return "\n".join(parts) + "\n"
+
+
 def _entry_budget(entry: Mapping[str, Any]) -> str:
     return f" ({_e(budget_text(entry))})" if entry.get("meta_train") is not None else ""
 
@@ -249,7 +335,7 @@ protocol (hover for its tasks and classes); ICL's model is only pretrained (its 
 permutation test; unpaired: episodes only one of A and B ran, left out of the comparison. In parentheses: the
 labelled data each side meta-trained on outside the episodes (none, cross-task, class-split or in-task).</p>
 {_comparisons_table(lb)}
-{_calibration_section(lb)}{_spread_section(lb)}<script>{_JS}</script>
+{_calibration_section(lb)}{_spread_section(lb)}{_uses_section(lb)}<script>{_JS}</script>
 </body></html>
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +26,7 @@ ROW_FIELDS = ("model", "task", "method", "shots", "n_episodes", "n_queries", "ac
 BUDGET_FIELDS = ("meta_train", "n_meta_texts", "meta_tasks", "meta_classes")
 # A cell run under several prompts: how far the prompts' mean accuracies spread (iclkit.analysis.summary).
 SPREAD_FIELDS = ("n_prompts", "prompt_min", "prompt_max", "prompt_std")
+USES_KEYS = ("labels", "orders", "variance")  # summary.json entries of a run with --labels/--orders (analysis.uses)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Run:
     summary: tuple[Mapping[str, Any], ...]
     records: tuple[Mapping[str, Any], ...]
     prompt_rows: tuple[Mapping[str, Any], ...] = ()  # summary.json "prompts": per-prompt rows (template spread)
+    uses: Mapping[str, Any] = field(default_factory=dict)  # summary.json "labels", "orders", "variance" (probes)
 
     def budget_of(self, task: str, method: str) -> dict[str, Any]:
         """The method's data budget on ``task`` from the run's summary rows (None values for older runs)."""
@@ -67,6 +69,7 @@ class Leaderboard:
     comparisons: tuple[Mapping[str, Any], ...]
     prompts: tuple[Mapping[str, Any], ...] = ()  # per-prompt rows of cells run under several prompts
     calibration: tuple[Mapping[str, Any], ...] = ()  # calibrated outputs vs their raw output, same run
+    uses: Mapping[str, Any] = field(default_factory=dict)  # label probes, orders, variance rows of every run
 
     def metric_names(self) -> list[str]:
         """Names of the users' own metrics that any row carries, sorted."""
@@ -77,7 +80,8 @@ class Leaderboard:
         return {"schema": "iclkit-leaderboard", "schema_version": SCHEMA_VERSION, "runs": [dict(r) for r in self.runs],
                 "rows": [dict(r) for r in self.rows], "comparisons": [dict(c) for c in self.comparisons],
                 **({"prompts": [dict(r) for r in self.prompts]} if self.prompts else {}),
-                **({"calibration": [dict(r) for r in self.calibration]} if self.calibration else {})}
+                **({"calibration": [dict(r) for r in self.calibration]} if self.calibration else {}),
+                **({"uses": {k: [dict(r) for r in v] for k, v in self.uses.items()}} if self.uses else {})}
 
 
 def _read_json(path: Path) -> Any:
@@ -117,13 +121,18 @@ def read_run(path: str | Path) -> Run:
                           f" (this iclkit reads version {SUMMARY_VERSION})", file=str(folder / "summary.json"))
     manifest = _read_json(folder / "manifest.json")
     return Run(name=folder.name, path=folder, manifest=manifest, summary=tuple(summary.get("results", [])),
-               records=tuple(_read_records(folder / "records.jsonl")), prompt_rows=tuple(summary.get("prompts", [])))
+               records=tuple(_read_records(folder / "records.jsonl")), prompt_rows=tuple(summary.get("prompts", [])),
+               uses={k: summary[k] for k in USES_KEYS if summary.get(k)})
 
 
 def _episodes(run: Run) -> dict[tuple[str, str, int], dict[str, list[Mapping[str, Any]]]]:
-    """(task, method, shots) → episode hash → its query records, in file order."""
+    """(task, method, shots) → episode hash → its query records, in file order. Only the episodes as drawn (gold
+    labels, drawn order): label probes and extra orders (--labels, --orders) are summarised in the run's own
+    "labels"/"orders"/"variance" entries instead."""
     out: dict[tuple[str, str, int], dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for rec in run.records:
+        if rec.get("labels", "gold") != "gold" or rec.get("permutation", 0) != 0:
+            continue
         out[(rec["task"], rec["method"], int(rec["shots"]))][rec["episode_hash"]].append(rec)
     return out
 
@@ -242,7 +251,8 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
     runs = [read_run(p) for p in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        runs = [Run(str(r.path), r.path, r.manifest, r.summary, r.records, r.prompt_rows) for r in runs]  # apart
+        runs = [Run(str(r.path), r.path, r.manifest, r.summary, r.records, r.prompt_rows, r.uses)
+                for r in runs]  # apart
     loaded = []
     if metrics:
         from iclkit.analysis.metrics_plugins import load_metric
@@ -269,5 +279,7 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
     rows.sort(key=lambda r: (r["task"], str(r["model"] or ""), r["method"], r["shots"], r["run"]))
     prompts = [{"model": run.model_of(p["task"], p["method"]), **p, "run": run.name} for run in runs
                for p in run.prompt_rows]
+    uses = {k: [{"model": run.model_of(r["task"], r["method"]), **r, "run": run.name} for run in runs
+                for r in run.uses.get(k, [])] for k in USES_KEYS}
     return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)), tuple(prompts),
-                       tuple(_calibration(runs, seed)))
+                       tuple(_calibration(runs, seed)), {k: v for k, v in uses.items() if v})

@@ -62,6 +62,9 @@ class Capabilities:
     ``MethodContext.outputs`` naming them, and records one result per name, so the queries are scored once.
     ``prompted``: it renders the run's prompt (``MethodContext.get_prompt``); the runner runs it once per prompt of
     the task, on the same episodes, and records the prompt (name and hash) with each result.
+    ``order_sensitive``: its predictions can depend on the order of the demonstrations (a prompt, a sequence model),
+    so ``--orders P`` runs it under P permutations of each support set; an order-invariant learner (a set function:
+    prototypes, nearest neighbours, a fitted classifier) runs the drawn order only and is reported as invariant.
     """
 
     min_shots: int = 1
@@ -70,6 +73,7 @@ class Capabilities:
     query_fields: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
     prompted: bool = False
+    order_sensitive: bool = False
 
 
 EpisodeInput = tuple[Sequence[Example], Sequence[str], Sequence[Example]]  # (support, labels, queries)

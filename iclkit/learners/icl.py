@@ -334,4 +334,5 @@ VARIANTS = tuple(output_name(c) for c in cal.CALIBRATIONS)
 for _c in cal.CALIBRATIONS:
     register(output_name(_c), options=OPTIONS, capabilities=Capabilities(
         min_shots=0, open_answers=_c == "none", batches_episodes=True,
-        query_fields=("label_mass", "extra_prompt_tokens"), variants=VARIANTS, prompted=True))(_factory(_c))
+        query_fields=("label_mass", "extra_prompt_tokens"), variants=VARIANTS, prompted=True,
+        order_sensitive=True))(_factory(_c))

@@ -18,6 +18,7 @@ from iclkit.errors import IclkitError
 from iclkit.learners import check_options, entry, option_names
 from iclkit.learners.options import FeatureOptions, MetaTrainOptions, check_names, coerce, run_wide
 from iclkit.lm import ModelSpec
+from iclkit.probes import LabelProbe, parse_label_probes
 
 # User-facing defaults: the built-in offline tasks, and every built-in method on the same episodes (compared
 # with DEFAULT_REFERENCE).
@@ -28,8 +29,9 @@ DEFAULT_METHODS = ("icl", "protonet", "maml", "fomaml", "mann", "transformer", "
 _MODEL = {f.name: f.name for f in dataclasses.fields(ModelSpec)} | {"model": "name"}
 _MODEL.pop("name")
 _EPISODES = {"shots": "shots", "episodes": "n_episodes", "n_episodes": "n_episodes", "n_way": "n_way",
-             "n_query": "n_query", "seed": "seed", "query_balance": "query_balance"}
-_RUN = ("task", "tasks", "methods", "prompt", "text_field", "label_field", "reference", "calibration")
+             "n_query": "n_query", "seed": "seed", "query_balance": "query_balance", "same_queries": "same_queries"}
+_RUN = ("task", "tasks", "methods", "prompt", "text_field", "label_field", "reference", "calibration", "labels",
+        "orders")
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,24 @@ class RunConfig:
     text_field: str | None = None
     label_field: str | None = None
     reference: str = DEFAULT_REFERENCE
+    labels: tuple[LabelProbe, ...] = ("gold",)  # label probes of the support set (iclkit.probes), gold first
+    orders: int = 1  # demonstration orders per episode for order-sensitive learners (1: as drawn)
+
+    @property
+    def probing(self) -> bool:
+        """Whether the run asks for label probes or extra orders (its records then carry ``labels``/``permutation``)."""
+        return self.labels != ("gold",) or self.orders > 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["options"] = dict(self.options)
+        if not self.episodes.same_queries:  # as before the option existed: same configuration, same checkpoint key
+            d["episodes"].pop("same_queries")
+        if not self.probing:  # a run without probes keeps the configuration (and checkpoint key) it had before them
+            d.pop("labels")
+            d.pop("orders")
+        else:
+            d["labels"] = list(self.labels)
         return d
 
     def prompt_names(self) -> tuple[str, ...] | None:
@@ -64,6 +80,10 @@ class RunConfig:
                 spec.resolve(self.options)
         run_wide(FeatureOptions, self.options)
         run_wide(MetaTrainOptions, self.options)
+        parse_label_probes(self.labels)
+        if isinstance(self.orders, bool) or not isinstance(self.orders, int) or self.orders < 1:
+            raise IclkitError(f"must be a whole number ≥ 1, got {self.orders!r}", field="orders",
+                              hint="--orders 4 evaluates each episode under its drawn order and 3 permutations")
 
     @classmethod
     def from_options(cls, given: Mapping[str, Any], *, file: str | None = None) -> "RunConfig":
@@ -83,6 +103,11 @@ class RunConfig:
                                               _names(given["calibration"], "calibration"))
         if "prompt" in given:
             run["prompt"] = ",".join(_names(given["prompt"], "prompt"))  # one or several prompts
+        if "labels" in given:
+            probes = parse_label_probes(given["labels"])
+            run["labels"] = ("gold",) + tuple(p for p in probes if p != "gold")  # gold is always run: probes pair with it
+        if "orders" in given:
+            run["orders"] = coerce(given["orders"], int, "orders")
         for key in ("text_field", "label_field", "reference"):
             if key in given:
                 run[key] = str(given[key])

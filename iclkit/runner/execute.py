@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from iclkit import learners
 from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
 from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, prompt_rows, records, summarize
+from iclkit.analysis.uses import uses_summary, uses_tables
 from iclkit.data.tasks import TaskData, load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes, write_episodes
 from iclkit.errors import IclkitError
@@ -26,6 +27,7 @@ from iclkit.learners.options import MetaTrainOptions
 from iclkit.lm import ModelSpec, load_lm
 from iclkit.metatrain import training_episodes
 from iclkit.protocols import NO_META_TRAINING, MetaTrainPlan, budget_fields, plan_for
+from iclkit.probes import ProbedEpisode, perturb_labels, permute_support
 from iclkit.prompts import PromptTemplate, load_prompt
 from iclkit.runner import distributed
 from iclkit.runner.checkpoint import Checkpoint, config_key
@@ -45,6 +47,8 @@ class RunResult:
     comparison: list[dict[str, Any]] = field(default_factory=list)  # paired differences vs the reference method
     budgets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, method) → data budget
     prompts: list[dict[str, Any]] = field(default_factory=list)  # per-prompt rows of cells run under several prompts
+    probes: list[dict[str, Any]] = field(default_factory=list)  # probes.jsonl: each perturbed episode / permutation
+    uses: dict[str, Any] = field(default_factory=dict)  # label probes, orders, variance (iclkit.analysis.uses)
 
     def table(self) -> str:
         text = markdown_table(self.summary)
@@ -67,6 +71,8 @@ class RunResult:
                                  + (f"; left out: {left_out}" if left_out and protocol == "cross-task" else ""))
             text += "\n\nMeta-training data (labelled texts outside the episodes; manifest.json has it all):\n"
             text += "\n".join(lines)
+        if self.uses:
+            text += "\n\n" + uses_tables(self.uses)
         return text
 
     def records(self) -> list[dict[str, Any]]:
@@ -76,7 +82,8 @@ class RunResult:
 @dataclass(frozen=True)
 class _Job:
     """One learner to run on one task's episodes: the method it was built as, the outputs it computes in one pass
-    (a learner with variants), and the prompt it renders (a prompted learner)."""
+    (a learner with variants), the prompt it renders (a prompted learner), and the label probes it runs (``unrelated``
+    gets a job of its own per verbalizer mapping, its prompt showing the unrelated words)."""
 
     task: TaskData
     method: str
@@ -84,6 +91,7 @@ class _Job:
     prompt: PromptTemplate | None
     learner: Any
     episodes: list[Episode]
+    probes: tuple[str, ...] = ("gold",)
 
 
 def prompt_info(prompt: PromptTemplate | None) -> dict[str, str]:
@@ -185,6 +193,10 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     # The protocol comes first: a class-split decides which classes every method's evaluation episodes use.
     plans = {t.name: plan_for(t, meta_options, config.episodes.n_way, config.episodes.seed) for t in tasks}
     episodes = {t.name: sample_episodes(t, config.episodes, classes=_eval_classes(plans[t.name])) for t in tasks}
+    # every label probe of every episode, drawn before any work: a probe no episode can take (flipped with one
+    # label) fails here, with nothing written
+    probed = {t.name: {e.id: {kind: perturb_labels(e, kind, config.episodes.seed) for kind in config.labels}
+                       for e in episodes[t.name]} for t in tasks}
     train_sets: dict[str, list[Episode]] = {}
 
     def train_for(task: TaskData) -> list[Episode]:
@@ -224,12 +236,28 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
             min_shots = max(learners.entry(m).capabilities.min_shots for m in names)
             eps = [e for e in episodes[task.name] if e.shots >= min_shots]
             for prompt in prompts[task.name] if caps.prompted else (None,):
-                ctx = learners.MethodContext(
-                    task=task, seed=config.episodes.seed, options=config.options, get_lm=get_lm,
-                    get_prompt=lambda p=prompt: p, train_episodes=lambda t=task: train_for(t),
-                    embeddings=embeddings, progress=progress, outputs=tuple(names) if caps.variants else (),
-                    episodes=eps)
-                jobs.append(_Job(task, method, ctx.outputs, prompt, learners.make(method, ctx), eps))
+                def build(p: PromptTemplate | None, job_eps: list[Episode], task: TaskData = task,
+                          method: str = method, names: list[str] = names, caps: Any = caps) -> Any:
+                    ctx = learners.MethodContext(
+                        task=task, seed=config.episodes.seed, options=config.options, get_lm=get_lm,
+                        get_prompt=lambda: p, train_episodes=lambda t=task: train_for(t),
+                        embeddings=embeddings, progress=progress, outputs=tuple(names) if caps.variants else (),
+                        episodes=job_eps)
+                    return ctx.outputs, learners.make(method, ctx)
+
+                outputs, learner = build(prompt, eps)
+                jobs.append(_Job(task, method, outputs, prompt, learner, eps,
+                                 tuple(p for p in config.labels if p != "unrelated")))
+                if "unrelated" in config.labels and caps.prompted and prompt is not None:
+                    # one learner per verbalizer mapping: its prompt shows the unrelated words instead of the labels
+                    by_mapping: dict[tuple[tuple[str, str], ...], list[Episode]] = {}
+                    for e in eps:
+                        mapping = probed[task.name][e.id]["unrelated"].probe.mapping
+                        by_mapping.setdefault(tuple(sorted(mapping.items())), []).append(e)
+                    for mapping_items, group in by_mapping.items():
+                        shown = replace(prompt, verbalizer=dict(mapping_items))
+                        outputs, learner = build(shown, group)
+                        jobs.append(_Job(task, method, outputs, shown, learner, group, ("unrelated",)))
     for job in jobs:
         learner, task = job.learner, job.task
         if isinstance(learner, learners.MetaLearner):
@@ -240,16 +268,32 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
             key = f"{task.name}/{name}"
             info = learner.describe_output(name) if job.outputs else learner.describe()  # type: ignore[attr-defined]
             described.setdefault(key, dict(info))
-            if job.prompt is not None:  # one entry per method: the prompts it ran with, in order
+            if job.prompt is not None and job.probes != ("unrelated",):  # the prompts it ran with, in order
                 described[key].setdefault("prompts", []).append({"name": job.prompt.name, "hash": job.prompt.hash})
+            if config.probing:
+                described[key]["order_invariant"] = not learners.entry(job.method).capabilities.order_sensitive
+                described[key].setdefault("label_probes", [])
+                described[key]["label_probes"] += [p for p in job.probes if p not in described[key]["label_probes"]]
             budgets[(task.name, name)] = budget_fields(described[key], plans[task.name])
         caps = learners.entry(job.method).capabilities
         per_call = learner.episodes_per_call() if caps.batches_episodes else 1  # type: ignore[attr-defined]
         where = f" [{job.prompt.name}]" if job.prompt is not None and len(prompts[task.name]) > 1 else ""
-        blocks.append(run_method(learner, distributed.shard(job.episodes, world), progress=progress,
-                                 desc=f"{task.name} {job.method}{where}", checkpoint=ckpt, per_call=per_call,
-                                 outputs=job.outputs, info=prompt_info(job.prompt)))
+        n_orders = config.orders if caps.order_sensitive else 1  # an order-invariant learner: the drawn order only
+        for kind in job.probes:
+            variants = _probe_variants([probed[task.name][e.id][kind] for e in job.episodes], n_orders,
+                                       config.episodes.seed)
+            for index, eps in enumerate(variants):
+                if not eps:
+                    continue
+                probe = {"labels": kind, "permutation": index} if config.probing else {}
+                label = f" {kind}" + (f" order {index}" if n_orders > 1 else "") if config.probing else ""
+                blocks.append(run_method(learner, distributed.shard(eps, world), progress=progress,
+                                         desc=f"{task.name} {job.method}{where}{label}", checkpoint=ckpt,
+                                         per_call=per_call, outputs=job.outputs,
+                                         info={**prompt_info(job.prompt), **probe}))
     results = [r for block in distributed.gather(blocks, world) for r in block]
+    # The main rows and the paired comparison stay those of the episodes as drawn: gold labels, drawn order.
+    main = [r for r in results if r.info.get("labels", "gold") == "gold" and r.info.get("permutation", 0) == 0]
     manifest = {
         "iclkit_summary_version": SUMMARY_VERSION,
         "config": config.to_dict(),
@@ -267,16 +311,45 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         "seed": config.episodes.seed,
         "processes": world.size,
     }
-    summary = summarize(results, seed=config.episodes.seed, query_fields=query_fields, budgets=budgets)
-    comparison = (compare(results, reference=config.reference, seed=config.episodes.seed, budgets=budgets)
+    summary = summarize(main, seed=config.episodes.seed, query_fields=query_fields, budgets=budgets)
+    comparison = (compare(main, reference=config.reference, seed=config.episodes.seed, budgets=budgets)
                   if config.reference in config.methods else [])
+    invariant = {key: bool(d.get("order_invariant")) for key, d in described.items()}
     result = RunResult(config, episodes, results, manifest, summary, comparison, budgets,
-                       prompt_rows(results, seed=config.episodes.seed))
+                       prompt_rows(main, seed=config.episodes.seed),
+                       probe_lines(probed, config.orders, config.episodes.seed) if config.probing else [],
+                       uses_summary(results, seed=config.episodes.seed, invariant=invariant,
+                                    n_orders=config.orders) if config.probing else {})
     if out is not None and world.main:
         save(result, Path(out))
         if ckpt is not None:
             ckpt.remove()
     return result
+
+
+def _probe_variants(probed: Sequence[ProbedEpisode], n_orders: int, seed: int) -> list[list[Episode]]:
+    """The episodes to run for one probe: list ``i`` holds permutation ``i`` of each episode's support (0: as drawn;
+    an episode with fewer distinct orders than asked for is left out of the higher lists)."""
+    perms = [permute_support(p.episode, n_orders, seed) if n_orders > 1 else [p.episode] for p in probed]
+    return [[ps[i] for ps in perms if i < len(ps)] for i in range(n_orders)]
+
+
+def probe_lines(probed: Mapping[str, Mapping[str, Mapping[str, ProbedEpisode]]], n_orders: int,
+                seed: int) -> list[dict[str, Any]]:
+    """probes.jsonl: one line per (episode, label probe) other than gold, with the probe record and the perturbed
+    episode's hash, and one line per extra permutation (for order-sensitive learners) with its demonstration order."""
+    lines: list[dict[str, Any]] = []
+    for by_episode in probed.values():
+        for episode_id, by_kind in by_episode.items():
+            for kind, p in by_kind.items():
+                if kind != "gold":
+                    lines.append({"episode_id": episode_id, "labels": kind, "hash": p.hash,
+                                  "episode_hash": p.episode.hash, "probe": p.probe.to_dict()})
+                if n_orders > 1:
+                    for index, ep in enumerate(permute_support(p.episode, n_orders, seed)[1:], start=1):
+                        lines.append({"episode_id": episode_id, "labels": kind, "permutation": index,
+                                      "episode_hash": ep.hash, "support": [e.id for e in ep.support]})
+    return lines
 
 
 def _eval_classes(plan: MetaTrainPlan | None) -> tuple[str, ...] | None:
@@ -302,9 +375,12 @@ def save(result: RunResult, out: Path) -> None:
     with staged_dir(out) as tmp:
         write_jsonl(tmp / "records.jsonl", result.records())
         write_episodes([e for eps in result.episodes.values() for e in eps], tmp / "episodes.jsonl")
+        if result.probes:
+            write_jsonl(tmp / "probes.jsonl", result.probes)
         write_json(tmp / "manifest.json", result.manifest)
         write_json(tmp / "summary.json", {"version": SUMMARY_VERSION, "results": result.summary,
-                                          **({"prompts": result.prompts} if result.prompts else {})})
+                                          **({"prompts": result.prompts} if result.prompts else {}),
+                                          **result.uses})
         (tmp / "summary.md").write_text(result.table() + "\n", encoding="utf-8")
         if result.comparison:
             write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": result.config.reference,
