@@ -72,8 +72,8 @@ REQUESTS = [LoglikelihoodRequest(p, f"Review: {q}\nSentiment:", c)
             for p in ("", "Review: a gorgeous, witty film\nSentiment: positive\n\n")
             for q in ("loved it", "a long, meandering story that never finds its feet", "fine")
             for c in (" positive", " negative", " mildly positive overall")]
-RUN = ["--task", "sst2", "--shots", "0,1", "--episodes", "2", "--n-query", "4", "--methods", "icl", "--no-progress",
-       "--dtype", "float32", "--device", "cpu"]
+RUN = ["--task", "sst2", "--prompt", "sentiment", "--shots", "0,1", "--episodes", "2", "--n-query", "4",
+       "--methods", "icl", "--no-progress", "--dtype", "float32", "--device", "cpu"]
 
 
 def _predictions(folder: Path) -> list[tuple[Any, ...]]:
@@ -100,7 +100,8 @@ def test_a_registered_backend_runs_end_to_end_from_the_api(data_dir: Path) -> No
 
     BUILT.clear()
     config = RunConfig(tasks=("sst2",), model=ModelSpec(backend="counting", dtype="float32", device="cpu"),
-                       episodes=EpisodeConfig(shots=(0, 1), n_episodes=2, n_query=4), methods=("icl",))
+                       episodes=EpisodeConfig(shots=(0, 1), n_episodes=2, n_query=4), methods=("icl",),
+                       prompt="sentiment")
     counted = run(config, progress=False)
     assert len(BUILT) == 1 and BUILT[0].calls > 0
     plain = run(dataclasses.replace(config, model=dataclasses.replace(config.model, backend="hf")), progress=False)
