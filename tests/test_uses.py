@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from iclkit.baselines.common import OuterLoop
 from iclkit.baselines.knn import KNN
@@ -98,8 +97,7 @@ INVARIANT = {
 
 
 @pytest.mark.parametrize("name", list(INVARIANT))
-def test_order_invariant_learners_predict_the_same_for_every_order(name):
-    torch.set_num_threads(1)
+def test_order_invariant_learners_predict_the_same_for_every_order(name, one_torch_thread):
     assert not entry(name).capabilities.order_sensitive
     lookup = Lookup()
     learner = INVARIANT[name](lookup)
