@@ -204,4 +204,10 @@ def _load_sources(plan: MetaTrainPlan, named: bool) -> list[tuple[str, Sequence[
         except IclkitError:
             if named:
                 raise
+    if not out and plan.sources:
+        raise IclkitError(
+            f"cross-task meta-training for {plan.task!r} found no data of its source tasks here "
+            f"({', '.join(plan.sources)})", field="meta_train",
+            hint="point ICLKIT_DATA_DIR at the benchmark data folder (or allow the hub), run without meta-learners "
+                 "(--methods icl,protonet,knn,linear), or ask for --meta-train in-task")
     return out

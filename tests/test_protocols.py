@@ -212,3 +212,17 @@ def test_cross_task_without_a_source_of_enough_classes_fails_before_any_work(dbp
     assert e.value.field == "n_way"
     plan = plan_for(dbpedia, MetaTrainOptions(meta_train="cross-task"), n_way=5, seed=0)
     assert plan is not None and {"trec", "sst5"} <= set(plan.sources)
+
+
+def test_cross_task_without_any_source_data_says_so(tmp_path, monkeypatch, capsys):
+    """Offline and without the benchmark data folder, no source task loads: one clear error, not a crash later."""
+    from iclkit.cli import main
+
+    monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
+    out = tmp_path / "run"
+    assert main(["run", "--task", "movie-sentiment", "--shots", "1", "--episodes", "1", "--n-query", "2",
+                 "--methods", "maml", "--embed", "minilm", "--meta-episodes", "10", "--no-progress",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "found no data of its source tasks" in err and "ICLKIT_DATA_DIR" in err
+    assert not out.exists()
