@@ -125,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quantization", choices=["none", "8bit", "4bit"], help="bitsandbytes quantization")
     r.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--batch-size", type=int, help="rows per forward pass (0: automatic, backs off on CUDA OOM)")
-    r.add_argument("--shots", help="comma-separated shot counts, e.g. 0,1,4,8")
+    r.add_argument("--shots", help="comma-separated shot counts, e.g. 0,1,4,8; 'auto' (1, 2, 4, ... and the largest k "
+                                   "whose every prompt fits the model's context), 'max' in a list (e.g. 0,4,max), "
+                                   "'auto:32' to cap k")
+    r.add_argument("--context-length", type=int, help="treat the model's context window as this many tokens "
+                                                      "(at most its own; 0: its own)")
     r.add_argument("--episodes", type=int, help="episodes per shot count")
     r.add_argument("--n-way", type=int, help="classes per episode (default: all of the task's)")
     r.add_argument("--n-query", type=int, help="queries per episode")

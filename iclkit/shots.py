@@ -1,5 +1,9 @@
 """``--shots auto``: shot counts 1, 2, 4, … up to the largest k whose every prompt fits the model's context window.
 
+``--shots auto`` asks for 1, 2, 4, … and the largest k that fits; ``--shots 0,1,4,max`` for the listed counts and the
+largest k; ``auto:32`` / ``max:32`` cap k at 32 (``ShotsRequest``). The runner sizes each task with ``plan_task``
+over every prompt the task runs with, before any episode is drawn, and records the plan in the manifest.
+
 Conservative: k is checked on the worst prompt any episode could draw — for each class its k longest
 demonstrations, the n_way classes whose k longest are longest together, the longest query, the longest answer.
 Lengths are counted as the LM counts them: prefix (instruction + demonstrations), query context and answer are
@@ -14,11 +18,15 @@ tokens and 16-shot ones at most 3,744.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 from iclkit.errors import IclkitError
 from iclkit.prompts import PromptTemplate, Rendered
 from iclkit.types import Example
+
+if TYPE_CHECKING:
+    from iclkit.data.tasks import TaskData
+    from iclkit.lm.base import LM
 
 Renderer = Callable[[Sequence[Example], Example], Rendered]  # (demonstrations, query) → the rendered prompt
 Length = Callable[[str], int]  # text → its number of tokens
@@ -34,6 +42,67 @@ class ShotPlan:
     limited_by: Limit  # context: k + 1 would not fit; data: a class has no more examples; max_shots: the cap
     context_length: int
     prompt_tokens: Mapping[int, int]  # worst-case prompt tokens (with reserve) for each k in ``shots``
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shots": list(self.shots), "max_shots": self.max_shots, "limited_by": self.limited_by,
+                "context_length": self.context_length,
+                "prompt_tokens": {str(k): v for k, v in sorted(self.prompt_tokens.items())}}
+
+
+@dataclass(frozen=True)
+class ShotsRequest:
+    """What ``--shots`` asked for when it names ``auto`` or ``max``: the counts listed beside it, whether the powers of
+    two below the largest fitting k are wanted (``auto``), and a cap on k (``auto:N`` / ``max:N``)."""
+
+    listed: tuple[int, ...] = ()
+    powers: bool = True
+    cap: int | None = None
+
+    def __str__(self) -> str:
+        word = ("auto" if self.powers else "max") + (f":{self.cap}" if self.cap is not None else "")
+        return ",".join([*map(str, self.listed), word])
+
+    def pick(self, plan: ShotPlan) -> tuple[int, ...]:
+        """The shot counts to run under ``plan``: the listed counts (each must fit), the powers of two below its
+        largest k (``auto``), and the largest k itself; sorted."""
+        too_many = [k for k in self.listed if k > plan.max_shots]
+        if too_many:
+            raise IclkitError(f"{too_many[0]} shots do not fit: at most {plan.max_shots} shots per class fit "
+                              f"({_why(plan)})", field="shots", hint=f"drop {too_many[0]}, or use --shots {self}")
+        picked = set(self.listed) | {plan.max_shots} | (set(plan.shots) if self.powers else set())
+        return tuple(sorted(picked))
+
+
+def _why(plan: ShotPlan) -> str:
+    return {"context": f"the model's context window is {plan.context_length} tokens",
+            "data": "a class has no more train examples", "max_shots": "the cap"}[plan.limited_by]
+
+
+def parse_shots(value: Any) -> ShotsRequest | None:
+    """``ShotsRequest`` for a ``--shots`` value naming ``auto`` or ``max`` (e.g. ``"auto"``, ``"1,4,max"``,
+    ``"auto:32"``); None for plain counts, which ``EpisodeConfig.shots`` takes."""
+    items = [str(x).strip() for x in (value.split(",") if isinstance(value, str) else
+                                      value if isinstance(value, (list, tuple)) else [value])]
+    items = [x for x in items if x]
+    words = [x for x in items if x.split(":")[0].lower() in ("auto", "max")]
+    if not words:
+        return None
+    if len(words) > 1:
+        raise IclkitError(f"name auto or max once, got {value!r}", field="shots",
+                          hint="--shots auto (1, 2, 4, … and the largest k that fits) or --shots 0,4,max")
+    word, _, cap_text = words[0].partition(":")
+    cap = None
+    if cap_text:
+        if not cap_text.isdigit() or int(cap_text) < 1:
+            raise IclkitError(f"the cap in {words[0]!r} must be a whole number ≥ 1", field="shots")
+        cap = int(cap_text)
+    try:
+        listed = tuple(int(x) for x in items if x not in words)
+    except ValueError:
+        raise IclkitError(f"expected shot counts, auto or max, got {value!r}", field="shots") from None
+    if any(k < 0 for k in listed) or len(set(listed)) != len(listed):
+        raise IclkitError(f"shot counts must be distinct and ≥ 0, got {value!r}", field="shots")
+    return ShotsRequest(listed=listed, powers=word.lower() == "auto", cap=cap)
 
 
 def template_renderer(template: PromptTemplate, labels: Sequence[str]) -> Renderer:
@@ -107,3 +176,33 @@ def auto_shots(train: Sequence[Example], render: Renderer, length: Length, conte
     shots = tuple(dict.fromkeys(powers + [fits]))
     return ShotPlan(shots=shots, max_shots=fits, limited_by=limit, context_length=context_length,
                     prompt_tokens={k: tokens(k) for k in shots})
+
+
+def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, n_way: int | None = None,
+              classes: Sequence[str] | None = None, chat: bool = False, max_shots: int | None = None,
+              max_new_tokens: int = 0) -> ShotPlan:
+    """The shot plan of ``task`` under the tightest of ``prompts``: the largest k whose worst-case prompt fits
+    ``lm``'s context window under every prompt, counted with ``lm``'s tokenizer (in its chat format with ``chat``).
+
+    ``classes``: the evaluated classes (a class-split's held-out ones); ``max_new_tokens``: tokens a generation may
+    add (open-answer tasks). One token is reserved for a BOS token the backend may put in front of every prompt."""
+    labels = tuple(classes) if classes is not None else task.labels if task.spec.type != "generation" else ()
+    train = [e for e in task.train if not labels or e.label in labels]
+    queries = [e for e in task.test if not labels or e.label in labels]
+    memo: dict[str, int] = {}
+
+    def length(text: str) -> int:
+        if text not in memo:
+            memo[text] = len(lm.tokenize(text))
+        return memo[text]
+
+    plans = [auto_shots(train, _renderer(prompt, labels, lm, chat), length, lm.context_length, labels=labels,
+                        n_way=n_way, queries=queries, reserve=1 + max_new_tokens, max_shots=max_shots)
+             for prompt in prompts]
+    return min(plans, key=lambda p: (p.max_shots, -max(p.prompt_tokens.values())))
+
+
+def _renderer(prompt: PromptTemplate, labels: Sequence[str], lm: "LM", chat: bool) -> Renderer:
+    if not chat:
+        return template_renderer(prompt, labels)
+    return lambda demos, query: prompt.render_chat(demos, query, labels, lm.apply_chat_template)

@@ -65,3 +65,19 @@ def test_svg_and_png_are_deterministic() -> None:
     again = accuracy_vs_shots(ROWS, "t")
     for fmt in ("svg", "png"):
         assert figure_bytes(first, fmt) == figure_bytes(again, fmt)
+
+
+def test_shots_on_a_log_axis_that_shows_zero() -> None:
+    """Doubling the shots moves a point by the same distance anywhere on the axis; 0 sits one doubling left of 1;
+    ticks are the shot counts run (a largest k like 57 between 32 and 64, closer to 64)."""
+    rows = [{**r, "shots": k} for r in ROWS[:1] for k in (0, 1, 2, 4, 8, 16, 32, 57)]
+    fig = accuracy_vs_shots(rows, "t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "symlog"
+    assert list(ax.get_xticks()) == [0, 1, 2, 4, 8, 16, 32, 57]
+    x = {k: ax.transData.transform((k, 0.5))[0] for k in (0, 1, 2, 4, 8, 32, 57, 64)}
+    step = x[2] - x[1]
+    assert step > 0
+    for a, b in ((1, 2), (2, 4), (4, 8), (32, 64), (0, 1)):
+        assert x[b] - x[a] == pytest.approx(step, rel=1e-6)
+    assert x[32] < x[57] < x[64] and x[64] - x[57] < x[57] - x[32]

@@ -147,3 +147,33 @@ def test_chromium_renders_calibration_table_and_template_spread(fair_report: Pat
     _browse(fair_report.as_uri() + "#sort=k-6:desc", tmp_path, f"--screenshot={shot}")
     pixels = imread(shot)[..., :3]
     assert (pixels < 0.9).any(axis=-1).mean() > 0.02, "screenshot is blank"
+
+
+@pytest.fixture(scope="module")
+def uses_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with label probes and two orders: the report's "What each learner uses" section."""
+    import iclkit.runner.execute
+
+    root = tmp_path_factory.mktemp("uses")
+    original = iclkit.runner.execute.load_lm
+    iclkit.runner.execute.load_lm = lambda spec: smol
+    try:
+        evaluate("movie-sentiment", shots=(1, 2), n_episodes=3, n_query=2, methods=("icl", "protonet"),
+                 labels="gold,random,flipped", orders=2, embed="minilm", progress=False, out=root / "run")
+    finally:
+        iclkit.runner.execute.load_lm = original
+    page = root / "report.html"
+    page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
+    return page
+
+
+def test_chromium_renders_what_each_learner_uses(uses_report: Path, tmp_path: Path) -> None:
+    text = uses_report.read_text()
+    assert "<h2>What each learner uses</h2>" in text and 'alt="what each learner uses, movie-sentiment"' in text
+    dom = _browse(uses_report.as_uri(), tmp_path, "--dump-dom").stdout
+    assert 'data-rendered-images="2"' in dom  # accuracy vs shots and the uses figure both decode
+    shot = tmp_path / "uses.png"
+    _browse(uses_report.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,4000")
+    pixels = imread(shot)[..., :3]
+    lower = pixels[1000:]  # the section sits below the first screen: it is drawn, not blank
+    assert (lower < 0.9).any(axis=-1).mean() > 0.02, "the uses section is blank"

@@ -4,15 +4,17 @@ SmolLM2 tokenizer and its context window on SST-2."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
+from iclkit.cli import main
 from iclkit.data.tasks import load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
 from iclkit.lm import LoglikelihoodRequest
 from iclkit.prompts import PromptTemplate, load_prompt
-from iclkit.shots import auto_shots, prompt_tokens, template_renderer
+from iclkit.shots import ShotPlan, ShotsRequest, auto_shots, parse_shots, plan_task, prompt_tokens, template_renderer
 from iclkit.types import Example
 
 TEMPLATE = PromptTemplate(name="t", template="Review: {text}\nSentiment:", target=" {label}",
@@ -109,3 +111,88 @@ def test_sst2_with_the_real_tokenizer_and_context_window(smol):
     r = render(heavy, query)
     with pytest.raises(IclkitError, match="longer than the model's context window"):
         smol.loglikelihood([LoglikelihoodRequest(r.prefix, r.context, c) for c in r.continuations.values()])
+
+
+@pytest.mark.parametrize("value,listed,powers,cap", [
+    ("auto", (), True, None), ("AUTO:16", (), True, 16), ("0,4,max", (0, 4), False, None),
+    ("1, 2, max:32", (1, 2), False, 32), (["auto"], (), True, None)])
+def test_shots_requests_parse(value, listed, powers, cap):
+    assert parse_shots(value) == ShotsRequest(listed, powers, cap)
+    assert parse_shots(str(ShotsRequest(listed, powers, cap))) == ShotsRequest(listed, powers, cap)  # round trip
+
+
+@pytest.mark.parametrize("value", ["0,1,4", "8", [1, 2]])
+def test_plain_shot_counts_are_not_requests(value):
+    assert parse_shots(value) is None
+
+
+@pytest.mark.parametrize("value,message", [("auto,max", "once"), ("auto:0", "cap"), ("auto:x", "cap"),
+                                           ("1,x,max", "expected shot counts"), ("4,4,max", "distinct")])
+def test_bad_shots_requests_name_the_option(value, message):
+    with pytest.raises(IclkitError, match=message) as e:
+        parse_shots(value)
+    assert e.value.field == "shots"
+
+
+def test_a_request_picks_listed_powers_and_the_largest():
+    plan = ShotPlan(shots=(1, 2, 4, 8, 11), max_shots=11, limited_by="context", context_length=100,
+                    prompt_tokens={})
+    assert ShotsRequest().pick(plan) == (1, 2, 4, 8, 11)
+    assert ShotsRequest((0, 3), powers=False).pick(plan) == (0, 3, 11)
+    with pytest.raises(IclkitError, match="16 shots do not fit: at most 11 .* context window is 100 tokens"):
+        ShotsRequest((1, 16), powers=False).pick(plan)
+
+
+def _run(tmp_path, *args):
+    return main(["run", "--task", "movie-sentiment", "--episodes", "2", "--n-query", "3", "--no-progress",
+                 "--dtype", "float32", *args])
+
+
+def test_shots_auto_runs_every_method_up_to_the_context_limit(tmp_path, capsys, smol):
+    out = tmp_path / "run"
+    assert _run(tmp_path, "--shots", "auto", "--context-length", "800", "--methods", "icl,protonet,knn",
+                "--embed", "minilm", "--out", str(out)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    plan = manifest["shots_auto"]["movie-sentiment"]
+    task = load_task("movie-sentiment")
+    expected = plan_task(task, [load_prompt(task.spec.prompt)], smol_with_window(smol, 800))
+    assert plan["max_shots"] == expected.max_shots and plan["limited_by"] == "context" and plan["context_length"] == 800
+    k = plan["max_shots"]
+    assert 2 < k and plan["shots_run"] == sorted({2 ** i for i in range(k.bit_length()) if 2 ** i <= k} | {k})
+    assert manifest["config"]["episodes"]["shots"] == "auto" and manifest["model"]["context_length"] == 800
+    summary = json.loads((out / "summary.json").read_text())["results"]
+    assert {(r["method"], r["shots"]) for r in summary} == {(m, s) for m in ("icl", "protonet", "knn")
+                                                            for s in plan["shots_run"]}
+    # every prompt the run scored fits in the window (the backend refuses longer ones), and the worst case the plan
+    # computed bounds the real prompts of the largest k
+    template, labels = load_prompt(task.spec.prompt), task.labels
+    episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    longest = 0
+    for ep in (e for e in episodes if e["shots"] == k):
+        support = [Example.from_dict(x) for x in ep["support"]]
+        for q in ep["query"]:
+            r = template.render(support, Example.from_dict(q), labels)
+            longest = max(longest, max(len(smol.request_ids(r.prefix, r.context)) + len(smol.tokenize(c))
+                                       for c in r.continuations.values()))
+    assert longest <= plan["prompt_tokens"][str(k)] <= 800
+    assert "Shots sized to the model's context window (--shots auto)" in capsys.readouterr().out
+
+
+def smol_with_window(lm, n):
+    """The same model and tokenizer, seen through a ``n``-token window (as ``--context-length n`` loads it)."""
+    from iclkit.lm.hf import HFCausalLM
+
+    return HFCausalLM(lm.model, lm.tokenizer, batch_size=lm.batch_size, info=lm.describe(), context_length=n)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--shots", "auto", "--context-length", "30"), "even 1 shot does not fit"),
+    (("--shots", "1,64,max", "--context-length", "400"), "64 shots do not fit"),
+    (("--shots", "auto", "--context-length", "-1"), "context_length"),
+    (("--shots", "auto,max"), "once")])
+def test_shots_auto_bad_input_exits_2_with_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert _run(tmp_path, *args, "--methods", "icl", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") <= 2, err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))

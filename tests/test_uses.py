@@ -236,3 +236,35 @@ def test_same_queries_share_one_query_set_and_give_a_crossed_design():
     assert decompose_records(recs)[0].design == "crossed"
     with pytest.raises(IclkitError, match="n_way"):
         sample_episodes(task, EpisodeConfig(shots=(1,), n_episodes=2, n_way=2, same_queries=True))
+
+
+def test_run_folder_has_the_uses_figure_one_row_per_method_and_shots(sst2_probes):
+    from matplotlib.image import imread
+
+    from iclkit.export.uses_plot import uses_figure
+
+    result, out = sst2_probes
+    assert (out / "plots" / "uses_sst2.svg").read_bytes().lstrip().startswith(b"<?xml")
+    assert imread(out / "plots" / "uses_sst2.png").shape[2] in (3, 4)
+    fig = uses_figure(result.uses, "sst2")
+    reliance, orders, variance = fig.axes[:3]
+    assert [t.get_text() for t in reliance.get_yticklabels()] == [f"{m} · k=4" for m in sorted(METRIC)]
+    # each method's reliance point sits on its row at the value summary.json gives, its CI bar spans the CI
+    points = sorted((tuple(line.get_xydata()[0]) for line in reliance.lines if line.get_marker() == "o"),
+                    key=lambda xy: xy[1])
+    spans = sorted(((tuple(seg[:, 0]), seg[0, 1]) for c in reliance.collections for seg in c.get_segments()),
+                   key=lambda s: s[1])
+    for i, method in enumerate(sorted(METRIC)):
+        rel = next(r for r in result.uses["labels"] if r["method"] == method)["reliance"]
+        assert points[i] == (pytest.approx(rel["mean"]), i)
+        assert spans[i] == ((pytest.approx(rel["ci_low"]), pytest.approx(rel["ci_high"])), i)
+    # stacked variance shares of a cell add up to 1 (the components partition the total)
+    widths = [p.get_width() for p in variance.patches]
+    assert len(widths) == 5 * len(METRIC) and sum(widths) == pytest.approx(len(METRIC), abs=1e-3)
+
+
+def test_no_uses_figure_without_probes(tmp_path):
+    config = RunConfig.from_options({"tasks": "movie-sentiment", "shots": "1", "n_episodes": 2, "n_query": 2,
+                                     "methods": "protonet", "embed": "minilm"})
+    run(config, tmp_path / "run", progress=False)
+    assert not list((tmp_path / "run" / "plots").glob("uses_*"))

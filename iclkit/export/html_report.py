@@ -16,6 +16,7 @@ from iclkit.analysis.summary import budget_text, spread_text
 from iclkit.export.formats import register_format
 from iclkit.export.leaderboard import Leaderboard
 from iclkit.export.plots import render_plots, render_spread_plots
+from iclkit.export.uses_plot import render_uses_plots
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -189,6 +190,13 @@ def _uses_section(lb: Leaderboard) -> str:
     if not lb.uses:
         return ""
     parts = ['<h2>What each learner uses</h2>']
+    figures = [f'<figure><img alt="what each learner uses, {_e(task)}" src="data:image/svg+xml;base64,'
+               f'{base64.b64encode(images["svg"]).decode("ascii")}"></figure>'
+               for task, images in render_uses_plots(lb.uses, formats=("svg",)).items()]
+    parts.append('<p class="muted">Per task, one row per method and shots: label reliance with its 95% paired CI '
+                 '(left), the mean range of accuracy over demonstration orders (middle; order-invariant learners run '
+                 'one order), and each variance component\'s share (right). Tables below.</p>'
+                 f'<div class="plots">{"".join(figures)}</div>')
     labels = lb.uses.get("labels", [])
     if labels:
         probes = list(dict.fromkeys(k for r in labels for k in r["probes"]))

@@ -1,5 +1,6 @@
-"""Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method); PNG and SVG. For a task
-whose cells ran under several prompts, a template-spread figure: one thin line per prompt, the mean in bold.
+"""Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method), shots on a log axis
+(0 shots, when run, sits one step left of 1); PNG and SVG. For a task whose cells ran under several prompts, a
+template-spread figure: one thin line per prompt, the mean in bold.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot: no global figure state, and importing this module
 leaves the user's backend alone (a notebook keeps its own). They are saved without timestamps and with a fixed SVG
@@ -12,9 +13,10 @@ import io
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -40,16 +42,14 @@ def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     lines = _series(rows, task)
-    shots = sorted({r["shots"] for line in lines.values() for r in line})
-    pos = {k: i for i, k in enumerate(shots)}  # evenly spaced: 0, 1, 4, 8 shots read better than on a linear axis
     for name, line in lines.items():
-        x = [pos[r["shots"]] for r in line]
+        x = [r["shots"] for r in line]
         y = [r["accuracy"] for r in line]
         lo = [r["ci_low"] if r.get("ci_low") is not None else r["accuracy"] for r in line]
         hi = [r["ci_high"] if r.get("ci_high") is not None else r["accuracy"] for r in line]
         (handle,) = ax.plot(x, y, marker="o", linewidth=1.5, markersize=4, label=name)
         ax.fill_between(x, lo, hi, color=handle.get_color(), alpha=0.18, linewidth=0)
-    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    log_shots_axis(ax, sorted({r["shots"] for line in lines.values() for r in line}))
     ax.set_xlabel("shots per class")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -63,6 +63,16 @@ def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
                             _HEIGHT)
     fig.tight_layout()
     return fig
+
+
+def log_shots_axis(ax: Any, shots: Sequence[int]) -> None:
+    """Shots on a base-2 log axis that also shows 0 (symlog, linear between 0 and 1, one doubling wide), ticked at
+    the shot counts run: 1, 2, 4, 8 … are evenly spaced and a largest k like 57 sits just left of 64."""
+    ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
+    ax.set_xticks(list(shots), [str(k) for k in shots])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if shots:
+        ax.set_xlim(-0.15 if min(shots) == 0 else min(shots) / 1.15, max(shots) * 1.15)
 
 
 def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
@@ -79,7 +89,7 @@ def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Map
 
     methods = sorted({label(r) for r in mine})
     shots = sorted({r["shots"] for r in mine})
-    pos = {k: i for i, k in enumerate(shots)}
+    pos = {k: k for k in shots}
     means = [r for r in rows if r["task"] == task and r.get("n_prompts") and r.get("accuracy") is not None]
     for i, name in enumerate(methods):
         color = f"C{i % 10}"
@@ -94,7 +104,7 @@ def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Map
         bold = sorted((r for r in means if label(r) == name and r["shots"] in pos), key=lambda r: r["shots"])
         ax.plot([pos[r["shots"]] for r in bold], [r["accuracy"] for r in bold], color=color, linewidth=2.4,
                 marker="o", markersize=4, label=f"{name} (mean of {len(lines)} prompts)")
-    ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+    log_shots_axis(ax, shots)
     ax.set_xlabel("shots per class")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -117,6 +127,13 @@ def figure_bytes(fig: Figure, fmt: ImageFormat) -> bytes:
     return buf.getvalue()
 
 
+def drawn(draw: Callable[[], Figure], formats: Sequence[ImageFormat] = ("png", "svg")) -> dict[str, bytes]:
+    """format → image bytes of the figure ``draw`` makes, drawn and saved under this module's style."""
+    with matplotlib.rc_context(_RC):
+        fig = draw()
+    return {fmt: figure_bytes(fig, fmt) for fmt in formats}
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of a task name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "task"
@@ -130,23 +147,26 @@ def tasks_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def render_plots(rows: Sequence[Mapping[str, Any]],
                  formats: Sequence[ImageFormat] = ("png", "svg")) -> dict[str, dict[str, bytes]]:
     """task → format → image bytes, for every task in ``rows``."""
-    out: dict[str, dict[str, bytes]] = {}
-    for task in tasks_of(rows):
-        with matplotlib.rc_context(_RC):
-            fig = accuracy_vs_shots(rows, task)
-        out[task] = {fmt: figure_bytes(fig, fmt) for fmt in formats}
-    return out
+    return {task: drawn(lambda: accuracy_vs_shots(rows, task), formats) for task in tasks_of(rows)}
 
 
 def render_spread_plots(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Mapping[str, Any]],
                         formats: Sequence[ImageFormat] = ("png", "svg")) -> dict[str, dict[str, bytes]]:
     """task → format → template-spread image bytes, for every task with a cell run under several prompts."""
-    out: dict[str, dict[str, bytes]] = {}
-    for task in tasks_of(prompt_rows):
-        with matplotlib.rc_context(_RC):
-            fig = template_spread(rows, prompt_rows, task)
-        out[task] = {fmt: figure_bytes(fig, fmt) for fmt in formats}
-    return out
+    return {task: drawn(lambda: template_spread(rows, prompt_rows, task), formats) for task in tasks_of(prompt_rows)}
+
+
+def write_images(images: Mapping[str, Mapping[str, bytes]], folder: str | Path, stem: str) -> list[Path]:
+    """Write ``<stem>_<task>.<fmt>`` into ``folder`` for task → format → bytes; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task, by_format in images.items():
+        for fmt, data in by_format.items():
+            path = folder / f"{stem}_{slug(task)}.{fmt}"
+            path.write_bytes(data)
+            paths.append(path)
+    return paths
 
 
 def write_plots(rows: Sequence[Mapping[str, Any]], folder: str | Path,
@@ -154,14 +174,5 @@ def write_plots(rows: Sequence[Mapping[str, Any]], folder: str | Path,
                 prompt_rows: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
     """Write ``accuracy_vs_shots_<task>.<fmt>`` for every task into ``folder``, and ``template_spread_<task>.<fmt>``
     for every task with per-prompt rows (``prompt_rows``); returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for stem, images in (("accuracy_vs_shots", render_plots(rows, formats)),
-                         ("template_spread", render_spread_plots(rows, prompt_rows, formats))):
-        for task, by_format in images.items():
-            for fmt, data in by_format.items():
-                path = folder / f"{stem}_{slug(task)}.{fmt}"
-                path.write_bytes(data)
-                paths.append(path)
-    return paths
+    return (write_images(render_plots(rows, formats), folder, "accuracy_vs_shots")
+            + write_images(render_spread_plots(rows, prompt_rows, formats), folder, "template_spread"))

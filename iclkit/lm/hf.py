@@ -36,7 +36,7 @@ class HFCausalLM:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 0, share_prefix: bool = True,
-                 info: Mapping[str, Any] | None = None):
+                 info: Mapping[str, Any] | None = None, context_length: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.share_prefix = share_prefix
@@ -45,8 +45,9 @@ class HFCausalLM:
         # Tokens the tokenizer puts in front of every text (e.g. BOS); empty for SmolLM2.
         self.lead: list[int] = list(tokenizer("", add_special_tokens=True)["input_ids"])
         cfg = model.config
-        self._context_length = int(getattr(cfg, "max_position_embeddings", 0)
-                                   or getattr(tokenizer, "model_max_length", 0))
+        own = int(getattr(cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 0))
+        # ``context_length``: a smaller window asked for (ModelSpec.context_length); never more than the model's own
+        self._context_length = min(own, context_length) if own and context_length > 0 else context_length or own
         params = inspect.signature(model.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
         # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
@@ -426,4 +427,7 @@ def load(spec: ModelSpec) -> HFCausalLM:
         "quantization": spec.quantization, "device": device, "folder": str(folder), **provenance,
         "class": type(model).__name__, "backend": spec.backend,
     }
-    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, share_prefix=spec.share_prefix, info=info)
+    if spec.context_length:
+        info["context_length"] = spec.context_length
+    return HFCausalLM(model, tokenizer, batch_size=spec.batch_size, share_prefix=spec.share_prefix, info=info,
+                      context_length=spec.context_length)

@@ -24,3 +24,4 @@ class ModelSpec:
     batch_size: int = 0  # rows per batch; 0 = automatic (16 on CPU; on CUDA 512, halved within a call on OOM)
     share_prefix: bool = True  # score an episode's demonstrations once (KV cache); False = one full pass per request
     backend: str = "hf"  # the registered backend that loads it (iclkit.lm.registry); last, so positions still hold
+    context_length: int = 0  # treat the context window as this many tokens (0: the model's own; never more than it)

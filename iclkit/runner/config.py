@@ -19,6 +19,7 @@ from iclkit.learners import check_options, entry, option_names
 from iclkit.learners.options import FeatureOptions, MetaTrainOptions, check_names, coerce, run_wide
 from iclkit.lm import ModelSpec
 from iclkit.probes import LabelProbe, parse_label_probes
+from iclkit.shots import ShotsRequest, parse_shots
 
 # User-facing defaults: the built-in offline tasks, and every built-in method on the same episodes (compared
 # with DEFAULT_REFERENCE).
@@ -49,6 +50,7 @@ class RunConfig:
     reference: str = DEFAULT_REFERENCE
     labels: tuple[LabelProbe, ...] = ("gold",)  # label probes of the support set (iclkit.probes), gold first
     orders: int = 1  # demonstration orders per episode for order-sensitive learners (1: as drawn)
+    auto_shots: ShotsRequest | None = None  # --shots auto / 0,4,max: sized per task to the context (episodes.shots unused)
 
     @property
     def probing(self) -> bool:
@@ -65,6 +67,11 @@ class RunConfig:
             d.pop("orders")
         else:
             d["labels"] = list(self.labels)
+        d.pop("auto_shots")
+        if self.auto_shots is not None:  # the request, as given; the manifest has the counts each task got
+            d["episodes"]["shots"] = str(self.auto_shots)
+        if not self.model.context_length:  # as before the option existed
+            d["model"].pop("context_length")
         return d
 
     def prompt_names(self) -> tuple[str, ...] | None:
@@ -81,6 +88,9 @@ class RunConfig:
         run_wide(FeatureOptions, self.options)
         run_wide(MetaTrainOptions, self.options)
         parse_label_probes(self.labels)
+        if self.model.context_length < 0:
+            raise IclkitError(f"must be ≥ 0 (0: the model's own), got {self.model.context_length}",
+                              field="context_length")
         if isinstance(self.orders, bool) or not isinstance(self.orders, int) or self.orders < 1:
             raise IclkitError(f"must be a whole number ≥ 1, got {self.orders!r}", field="orders",
                               hint="--orders 4 evaluates each episode under its drawn order and 3 permutations")
@@ -91,8 +101,11 @@ class RunConfig:
         given = {str(k).replace("-", "_"): v for k, v in given.items() if v is not None}
         check_names(list(given), [*_MODEL, *_EPISODES, *_RUN, *option_names()], file=file)
         model = {_MODEL[k]: _typed(ModelSpec, _MODEL[k], v) for k, v in given.items() if k in _MODEL}
-        episodes = {_EPISODES[k]: _typed(EpisodeConfig, _EPISODES[k], v) for k, v in given.items() if k in _EPISODES}
         run: dict[str, Any] = {}
+        if "shots" in given and (request := parse_shots(given["shots"])) is not None:
+            run["auto_shots"] = request
+            given = {k: v for k, v in given.items() if k != "shots"}
+        episodes = {_EPISODES[k]: _typed(EpisodeConfig, _EPISODES[k], v) for k, v in given.items() if k in _EPISODES}
         tasks = given.get("tasks", given.get("task"))
         if tasks is not None:
             run["tasks"] = _names(tasks, "task")

@@ -6,6 +6,7 @@ episodes per call) and whether they are meta-learners; no method is special-case
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from iclkit.prompts import PromptTemplate, load_prompt
 from iclkit.runner import distributed
 from iclkit.runner.checkpoint import Checkpoint, config_key
 from iclkit.runner.config import RunConfig
+from iclkit.shots import ShotPlan, plan_task
 from iclkit.types import Episode, EpisodeResult, episodes_hash
 
 
@@ -71,12 +73,25 @@ class RunResult:
                                  + (f"; left out: {left_out}" if left_out and protocol == "cross-task" else ""))
             text += "\n\nMeta-training data (labelled texts outside the episodes; manifest.json has it all):\n"
             text += "\n".join(lines)
+        if self.manifest.get("shots_auto"):
+            text += f"\n\nShots sized to the model's context window (--shots {self.config.auto_shots}):\n"
+            text += "\n".join(shots_line(task, plan) for task, plan in self.manifest["shots_auto"].items())
         if self.uses:
             text += "\n\n" + uses_tables(self.uses)
         return text
 
     def records(self) -> list[dict[str, Any]]:
         return [rec for r in self.results for rec in records(r, self.budgets.get((r.task, r.method)))]
+
+
+def shots_line(task: str, plan: Mapping[str, Any]) -> str:
+    """One line of the printed table on how ``--shots auto`` sized ``task``."""
+    k = plan["max_shots"]
+    worst = plan["prompt_tokens"].get(str(k))
+    why = {"context": f"{k + 1} would not fit", "data": "a class has no more train examples",
+           "max_shots": "the cap asked for"}[plan["limited_by"]]
+    return (f"- {task}: {', '.join(map(str, plan['shots_run']))} shots; the largest, {k}, needs at most "
+            f"{worst:,} of {plan['context_length']:,} tokens ({why})")
 
 
 @dataclass(frozen=True)
@@ -192,7 +207,12 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     meta_options = learners.MethodContext(task=None, seed=0, options=config.options).run_wide(MetaTrainOptions)
     # The protocol comes first: a class-split decides which classes every method's evaluation episodes use.
     plans = {t.name: plan_for(t, meta_options, config.episodes.n_way, config.episodes.seed) for t in tasks}
-    episodes = {t.name: sample_episodes(t, config.episodes, classes=_eval_classes(plans[t.name])) for t in tasks}
+    get_lm = _LazyLM(config.model, score_cache)
+    # --shots auto / max: each task's shot counts sized to the model's context under its prompts, before any draw
+    shot_plans = {t.name: _plan_shots(t, prompts[t.name], get_lm(), config, _eval_classes(plans[t.name]))
+                  for t in tasks} if config.auto_shots is not None else {}
+    episodes = {t.name: sample_episodes(t, _episode_config(config, shot_plans.get(t.name)),
+                                        classes=_eval_classes(plans[t.name])) for t in tasks}
     # every label probe of every episode, drawn before any work: a probe no episode can take (flipped with one
     # label) fails here, with nothing written
     probed = {t.name: {e.id: {kind: perturb_labels(e, kind, config.episodes.seed) for kind in config.labels}
@@ -205,7 +225,6 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
                                                       plans[task.name])
         return train_sets[task.name]
 
-    get_lm = _LazyLM(config.model, score_cache)
     world = distributed.init()  # under accelerate launch / torchrun: this process runs every world.size-th episode
     progress = progress and world.main
     ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None and world.main else None
@@ -304,6 +323,9 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         "prompts": {name: [{"name": p.name, "hash": p.hash, "file": p.file} for p in ps]
                     for name, ps in prompts.items()},
         "episodes_hash": {name: episodes_hash(eps) for name, eps in episodes.items()},
+        **({"shots_auto": {name: {"request": str(config.auto_shots), **plan.to_dict(),
+                                  "shots_run": sorted({e.shots for e in episodes[name]})}
+                           for name, plan in shot_plans.items()}} if shot_plans else {}),
         "methods": described,
         "meta_train_episodes_hash": meta_hashes,
         "meta_training": {name: plan.to_dict() if plan else None for name, plan in plans.items()},
@@ -352,6 +374,29 @@ def probe_lines(probed: Mapping[str, Mapping[str, Mapping[str, ProbedEpisode]]],
     return lines
 
 
+def _plan_shots(task: TaskData, prompts: Sequence[PromptTemplate], lm: Any, config: RunConfig,
+                classes: Sequence[str] | None) -> ShotPlan:
+    """The largest k whose worst-case prompt fits ``lm``'s context under every prompt of ``task``, in the format the
+    run's prompted learners render (their ``chat`` and ``max_new_tokens`` options)."""
+    chat, new_tokens = False, 0
+    for method in config.methods:
+        spec = learners.entry(method).options
+        if learners.entry(method).capabilities.prompted and spec is not None:
+            given = {f.name: f.default for f in dataclasses.fields(spec.learner)} | spec.resolve(config.options)
+            chat = chat or bool(given.get("chat"))
+            new_tokens = max(new_tokens, int(given.get("max_new_tokens") or 0))
+    assert config.auto_shots is not None
+    return plan_task(task, prompts, lm, n_way=config.episodes.n_way, classes=classes, chat=chat,
+                     max_shots=config.auto_shots.cap,
+                     max_new_tokens=new_tokens if task.spec.type == "generation" else 0)
+
+
+def _episode_config(config: RunConfig, plan: ShotPlan | None) -> EpisodeConfig:
+    if plan is None or config.auto_shots is None:
+        return config.episodes
+    return replace(config.episodes, shots=config.auto_shots.pick(plan))
+
+
 def _eval_classes(plan: MetaTrainPlan | None) -> tuple[str, ...] | None:
     return plan.eval_classes if plan is not None else None
 
@@ -370,7 +415,9 @@ def versions() -> dict[str, str]:
 
 def save(result: RunResult, out: Path) -> None:
     """Write records.jsonl, episodes.jsonl, manifest.json, summary.json/.md, plots/; all or nothing."""
-    from iclkit.export.plots import write_plots  # matplotlib loads only when a run folder is written
+    # matplotlib loads only when a run folder is written
+    from iclkit.export.plots import write_plots
+    from iclkit.export.uses_plot import write_uses_plots
 
     with staged_dir(out) as tmp:
         write_jsonl(tmp / "records.jsonl", result.records())
@@ -386,6 +433,8 @@ def save(result: RunResult, out: Path) -> None:
             write_json(tmp / "comparison.json", {"version": COMPARISON_VERSION, "reference": result.config.reference,
                                                  "rows": result.comparison})
         write_plots(result.summary, tmp / "plots", prompt_rows=result.prompts)
+        if result.uses:
+            write_uses_plots(result.uses, tmp / "plots")
 
 
 def evaluate(tasks: str | Sequence[str] = RunConfig.tasks, *, model: str | ModelSpec = ModelSpec.name,
