@@ -12,19 +12,16 @@ calibrated run's raw predictions must equal plain ICL's (same scores). Prints a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from _iclkit_core import ensure_importable
+from _iclkit_core import ensure_importable, sst2_bench_args, sst2_episodes
 
 ensure_importable()
 
-from iclkit.data.tasks import load_task  # noqa: E402
-from iclkit.episodes import EpisodeConfig, sample_episodes  # noqa: E402
 from iclkit.learners.icl import ICL  # noqa: E402
 from iclkit.lm import ModelSpec, load_lm  # noqa: E402
 from iclkit.prompts import load_prompt  # noqa: E402
@@ -57,24 +54,12 @@ class TimedLM:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=6)
-    ap.add_argument("--n-query", type=int, default=16)
-    ap.add_argument("--shots", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    ap.add_argument("--out", help="also write the measurements as JSON here")
-    a = ap.parse_args()
+    a = sst2_bench_args(__doc__.splitlines()[0], rounds=3)
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     lm = TimedLM(load_lm(ModelSpec(dtype="float32", device=a.device)))
     prompt = load_prompt("sentiment")
-    episodes = sample_episodes(load_task("sst2"), EpisodeConfig(shots=(a.shots,), n_episodes=a.episodes,
-                                                                n_query=a.n_query, seed=a.seed))
+    episodes = sst2_episodes(a)
     learners = {"plain": ICL(lm=lm, prompt=prompt), "calibrated": ICL(lm=lm, prompt=prompt, calibrations=CALIBRATED)}
     inputs = [(ep.support, ep.labels, ep.query) for ep in episodes]
     for learner in learners.values():  # warm-up: allocator, tokenizer memo, first-call costs

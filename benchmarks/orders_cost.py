@@ -11,18 +11,15 @@ Prints a table, then, last, ``orders_cost=<median over rounds of 4-order / 1-ord
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 
-from _iclkit_core import ensure_importable
+from _iclkit_core import ensure_importable, sst2_bench_args, sst2_episodes
 
 ensure_importable()
 
-from iclkit.data.tasks import load_task  # noqa: E402
-from iclkit.episodes import EpisodeConfig, sample_episodes  # noqa: E402
 from iclkit.learners.icl import ICL  # noqa: E402
 from iclkit.lm import ModelSpec, load_lm  # noqa: E402
 from iclkit.probes import permute_support  # noqa: E402
@@ -30,24 +27,11 @@ from iclkit.prompts import load_prompt  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=6)
-    ap.add_argument("--n-query", type=int, default=16)
-    ap.add_argument("--shots", type=int, default=8)
-    ap.add_argument("--orders", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    ap.add_argument("--out", help="also write the measurements as JSON here")
-    a = ap.parse_args()
+    a = sst2_bench_args(__doc__.splitlines()[0], rounds=2, orders={"type": int, "default": 4})
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     learner = ICL(lm=load_lm(ModelSpec(dtype="float32", device=a.device)), prompt=load_prompt("sentiment"))
-    episodes = sample_episodes(load_task("sst2"), EpisodeConfig(shots=(a.shots,), n_episodes=a.episodes,
-                                                                n_query=a.n_query, seed=a.seed))
+    episodes = sst2_episodes(a)
     versions = {ep.id: permute_support(ep, a.orders, a.seed) for ep in episodes}
     learner.predict_outputs([(episodes[0].support, episodes[0].labels, episodes[0].query)])  # warm-up
     seconds: dict[str, list[float]] = {"1 order": [], f"{a.orders} orders": []}

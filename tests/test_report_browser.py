@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,23 +107,26 @@ def test_sorting_script_runs_in_the_browser(report: Path, tmp_path: Path) -> Non
     assert acc == sorted(acc) and len(acc) == 3
 
 
-@pytest.fixture(scope="module")
-def fair_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run with calibrated ICL outputs under two prompts: the report's Calibration table and template spread."""
+def _report(smol: Any, root: Path, **run: Any) -> Path:
+    """The HTML report of a movie-sentiment run with the session's model (loaded once for all tests)."""
     import iclkit.runner.execute
 
-    root = tmp_path_factory.mktemp("fair")
     original = iclkit.runner.execute.load_lm
     iclkit.runner.execute.load_lm = lambda spec: smol
     try:
-        evaluate("movie-sentiment", shots=(0, 1), n_episodes=2, n_query=2, methods=("icl",),
-                 calibration="none,contextual,batch", prompt="sentiment,sentiment-opinion", progress=False,
-                 out=root / "run")
+        evaluate("movie-sentiment", n_query=2, progress=False, out=root / "run", **run)
     finally:
         iclkit.runner.execute.load_lm = original
     page = root / "report.html"
     page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
     return page
+
+
+@pytest.fixture(scope="module")
+def fair_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with calibrated ICL outputs under two prompts: the report's Calibration table and template spread."""
+    return _report(smol, tmp_path_factory.mktemp("fair"), shots=(0, 1), n_episodes=2, methods=("icl",),
+                   calibration="none,contextual,batch", prompt="sentiment,sentiment-opinion")
 
 
 def test_chromium_renders_calibration_table_and_template_spread(fair_report: Path, tmp_path: Path) -> None:
@@ -152,19 +156,8 @@ def test_chromium_renders_calibration_table_and_template_spread(fair_report: Pat
 @pytest.fixture(scope="module")
 def uses_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run with label probes and two orders: the report's "What each learner uses" section."""
-    import iclkit.runner.execute
-
-    root = tmp_path_factory.mktemp("uses")
-    original = iclkit.runner.execute.load_lm
-    iclkit.runner.execute.load_lm = lambda spec: smol
-    try:
-        evaluate("movie-sentiment", shots=(1, 2), n_episodes=3, n_query=2, methods=("icl", "protonet"),
-                 labels="gold,random,flipped", orders=2, embed="minilm", progress=False, out=root / "run")
-    finally:
-        iclkit.runner.execute.load_lm = original
-    page = root / "report.html"
-    page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
-    return page
+    return _report(smol, tmp_path_factory.mktemp("uses"), shots=(1, 2), n_episodes=3, methods=("icl", "protonet"),
+                   labels="gold,random,flipped", orders=2, embed="minilm")
 
 
 def test_chromium_renders_what_each_learner_uses(uses_report: Path, tmp_path: Path) -> None:

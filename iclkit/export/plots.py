@@ -49,18 +49,22 @@ def accuracy_vs_shots(rows: Sequence[Mapping[str, Any]], task: str) -> Figure:
         hi = [r["ci_high"] if r.get("ci_high") is not None else r["accuracy"] for r in line]
         (handle,) = ax.plot(x, y, marker="o", linewidth=1.5, markersize=4, label=name)
         ax.fill_between(x, lo, hi, color=handle.get_color(), alpha=0.18, linewidth=0)
-    log_shots_axis(ax, sorted({r["shots"] for line in lines.values() for r in line}))
+    return _finish(fig, ax, sorted({r["shots"] for line in lines.values() for r in line}), task, bool(lines))
+
+
+def _finish(fig: Figure, ax: Any, shots: Sequence[int], title: str, legend: bool) -> Figure:
+    """Axes of an accuracy-vs-shots figure, and its legend beside the axes, so it never hides a curve: the figure
+    widens by the legend's width, so the plot keeps its size however long the names are, and tight_layout fits
+    axes, labels and legend inside."""
+    log_shots_axis(ax, shots)
     ax.set_xlabel("shots per class")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_title(task)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if lines:
-        # beside the axes, so it never hides a curve; the figure widens by the legend's width, so the plot keeps
-        # its size however long the names are, and tight_layout fits axes, labels and legend inside
-        legend = ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        fig.set_size_inches(_WIDTH + legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2,
-                            _HEIGHT)
+    if legend:
+        box = ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.set_size_inches(_WIDTH + box.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2, _HEIGHT)
     fig.tight_layout()
     return fig
 
@@ -89,7 +93,6 @@ def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Map
 
     methods = sorted({label(r) for r in mine})
     shots = sorted({r["shots"] for r in mine})
-    pos = {k: k for k in shots}
     means = [r for r in rows if r["task"] == task and r.get("n_prompts") and r.get("accuracy") is not None]
     for i, name in enumerate(methods):
         color = f"C{i % 10}"
@@ -99,23 +102,12 @@ def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Map
                 lines[str(r["prompt"])].append(r)
         for line in lines.values():
             line = sorted(line, key=lambda r: r["shots"])
-            ax.plot([pos[r["shots"]] for r in line], [r["accuracy"] for r in line], color=color, linewidth=0.8,
+            ax.plot([r["shots"] for r in line], [r["accuracy"] for r in line], color=color, linewidth=0.8,
                     alpha=0.55, marker="o", markersize=2)
-        bold = sorted((r for r in means if label(r) == name and r["shots"] in pos), key=lambda r: r["shots"])
-        ax.plot([pos[r["shots"]] for r in bold], [r["accuracy"] for r in bold], color=color, linewidth=2.4,
+        bold = sorted((r for r in means if label(r) == name and r["shots"] in shots), key=lambda r: r["shots"])
+        ax.plot([r["shots"] for r in bold], [r["accuracy"] for r in bold], color=color, linewidth=2.4,
                 marker="o", markersize=4, label=f"{name} (mean of {len(lines)} prompts)")
-    log_shots_axis(ax, shots)
-    ax.set_xlabel("shots per class")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{task}: template spread (thin: one prompt each)")
-    ax.grid(alpha=0.3)
-    if methods:
-        legend = ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        fig.set_size_inches(_WIDTH + legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.2,
-                            _HEIGHT)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, shots, f"{task}: template spread (thin: one prompt each)", bool(methods))
 
 
 def figure_bytes(fig: Figure, fmt: ImageFormat) -> bytes:
