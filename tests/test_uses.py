@@ -18,6 +18,7 @@ from iclkit.baselines.linear import Linear
 from iclkit.baselines.maml import MAML
 from iclkit.baselines.protonet import ProtoNet
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
+from iclkit.baselines.transformer import InContextTransformer
 from iclkit.cli import main
 from iclkit.learners import entry
 from iclkit.probes import permute_support
@@ -93,6 +94,7 @@ INVARIANT = {
     "maml": lambda f: MAML(f, hidden=32, inner_lr=0.5, loop=OuterLoop(10, 3e-3, 4), cache=False, progress=False),
     "fomaml": lambda f: MAML(f, hidden=32, inner_lr=0.5, first_order=True, loop=OuterLoop(10, 3e-3, 4),
                              cache=False, progress=False, name="fomaml"),
+    "transformer": lambda f: InContextTransformer(f, loop=OuterLoop(10, 1e-3, 4), cache=False, progress=False),
 }
 
 
@@ -128,7 +130,7 @@ def test_flipped_needs_two_labels():
 
 
 def test_order_sensitive_learners_are_marked():
-    assert all(entry(m).capabilities.order_sensitive for m in ("icl", "icl+contextual", "mann", "transformer"))
+    assert all(entry(m).capabilities.order_sensitive for m in ("icl", "icl+contextual", "icl+batch", "mann"))
 
 
 GOOD = [{"text": f"sentence {i}", "label": ["yes", "no"][i % 2]} for i in range(12)]

@@ -62,8 +62,9 @@ def uses_figure(uses: Mapping[str, Sequence[Mapping[str, Any]]], task: str) -> F
     for k, r in by["orders"].items():
         if r.get("order_invariant"):
             ord_ax.text(0.01, row[k], "order-invariant", va="center", fontsize=7, color="#666666")
-        elif r.get("mean_range") is not None:
+        elif r.get("mean_range") is not None:  # a tick at the value, so a range of 0 still shows
             ord_ax.barh([row[k]], [r["mean_range"]], color=COMPONENT_COLORS["order"], height=0.6)
+            ord_ax.plot([r["mean_range"]], [row[k]], marker="|", markersize=9, color=COMPONENT_COLORS["order"])
     ord_ax.set_xlim(0, 1)
     ord_ax.set_xlabel("best − worst order, mean")
     ord_ax.set_title("order range", fontsize=9)
