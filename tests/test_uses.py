@@ -216,6 +216,12 @@ def test_leaderboard_carries_uses_and_pairs_only_drawn_episodes(sst2_probes):
     assert [r["reliance"] for r in board.uses["labels"]] == [r["reliance"] for r in result.uses["labels"]]
     page = html_report(board)
     assert "What each learner uses" in page and "label reliance" in page and "http://" not in page
+    from iclkit.export.markdown import to_markdown
+
+    text = to_markdown(board)  # the markdown leaderboard carries the same tables as the run's summary.md
+    for row in result.uses["labels"]:
+        rel = row["reliance"]
+        assert f"| sst2 | {row['method']} | 4 |" in text and f"{rel['mean']:.3f} [{rel['ci_low']:.3f}" in text
 
 
 def test_same_queries_share_one_query_set_and_give_a_crossed_design():

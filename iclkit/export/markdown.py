@@ -7,6 +7,7 @@ from typing import Any
 
 from iclkit.analysis.paired import format_p
 from iclkit.analysis.summary import budget_text, spread_text
+from iclkit.analysis.uses import uses_tables
 from iclkit.export.formats import register_format
 from iclkit.export.leaderboard import Leaderboard
 
@@ -65,6 +66,8 @@ def to_markdown(lb: Leaderboard) -> str:
                          f"{c['n_episodes']} | {c['mean_diff']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
                          f"{format_p(c['p_value'])} | {c['f1_diff']:+.3f} | [{c['f1_ci_low']:+.3f}, "
                          f"{c['f1_ci_high']:+.3f}] | {format_p(c['f1_p_value'])} | {c['run']} |")
+    if lb.uses:  # runs with label probes or orders: the same tables as their summary.md
+        lines += ["", uses_tables(lb.uses)]
     return "\n".join(lines) + "\n"
 
 
