@@ -196,3 +196,14 @@ def test_shots_auto_bad_input_exits_2_with_nothing_written(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert message in err and err.count("\n") <= 2, err
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_config_files_and_the_api_take_the_same_shots_requests():
+    from iclkit.runner.config import RunConfig
+
+    for given in ("auto", ["auto"], "0,4,max:16"):
+        config = RunConfig.from_options({"shots": given})
+        assert config.auto_shots == parse_shots(given)
+        assert config.to_dict()["episodes"]["shots"] == str(parse_shots(given))
+    plain = RunConfig.from_options({"shots": "0,4"})
+    assert plain.auto_shots is None and plain.episodes.shots == (0, 4) and "auto_shots" not in plain.to_dict()

@@ -50,7 +50,8 @@ class RunConfig:
     reference: str = DEFAULT_REFERENCE
     labels: tuple[LabelProbe, ...] = ("gold",)  # label probes of the support set (iclkit.probes), gold first
     orders: int = 1  # demonstration orders per episode for order-sensitive learners (1: as drawn)
-    auto_shots: ShotsRequest | None = None  # --shots auto / 0,4,max: sized per task to the context (episodes.shots unused)
+    # --shots auto / 0,4,max: shot counts sized per task to the model's context window (episodes.shots is then unused)
+    auto_shots: ShotsRequest | None = None
 
     @property
     def probing(self) -> bool:

@@ -438,18 +438,20 @@ def save(result: RunResult, out: Path) -> None:
 
 
 def evaluate(tasks: str | Sequence[str] = RunConfig.tasks, *, model: str | ModelSpec = ModelSpec.name,
-             shots: Sequence[int] = EpisodeConfig.shots, n_episodes: int = EpisodeConfig.n_episodes,
+             shots: Sequence[int] | str = EpisodeConfig.shots, n_episodes: int = EpisodeConfig.n_episodes,
              n_way: int | None = None, n_query: int = EpisodeConfig.n_query, seed: int = EpisodeConfig.seed,
              methods: Sequence[str] = RunConfig.methods, prompt: str | Sequence[str] | None = None,
              out: str | Path | None = None,
              progress: bool = True, score_cache: str | Path | None = None, **options: Any) -> RunResult:
     """Python entry point: ``iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, methods=DEFAULT_METHODS)``.
 
+    ``shots``: counts, or ``"auto"`` / ``"0,4,max"`` (sized to the model's context window, README "Episodes");
     ``prompt`` names one prompt or several (``"a,b"`` or a list; default: the task's own ``prompts``), and
     ``calibration="none,contextual,dcpmi,batch"`` adds ICL's calibrated outputs (README "Fair ICL").
     ``options`` are learner and run-wide options by name (``normalize="mean"``, ``knn_k=10``, ``embed="minilm"``);
     an unknown name is an IclkitError listing the valid ones. Defaults are RunConfig's, as for the CLI."""
-    given: dict[str, Any] = {"tasks": (tasks,) if isinstance(tasks, str) else tuple(tasks), "shots": tuple(shots),
+    given: dict[str, Any] = {"tasks": (tasks,) if isinstance(tasks, str) else tuple(tasks),
+                             "shots": shots if isinstance(shots, str) else tuple(shots),
                              "n_episodes": n_episodes, "n_way": n_way, "n_query": n_query, "seed": seed,
                              "methods": tuple(methods), "prompt": prompt, **options}
     config = RunConfig.from_options(given)
