@@ -7,54 +7,43 @@ chosen. A user's own format is one function and ``register_format("tsv")(to_tsv)
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from iclkit.errors import IclkitError
 from iclkit.files import atomic_write
+from iclkit.registry import Registry
 
 if TYPE_CHECKING:  # the CLI lists formats when it builds its parser: no numpy/scipy for that
     from iclkit.export.leaderboard import Leaderboard
 
 Exporter = Callable[["Leaderboard"], str]
-_EXPORTERS: dict[str, Exporter] = {}
 # name → module that registers it on import
-_LAZY: dict[str, str] = {
+_FORMATS: Registry[Exporter] = Registry("format", "format", {
     "md": "iclkit.export.markdown",
     "csv": "iclkit.export.csv_table",
     "json": "iclkit.export.json_export",
     "html": "iclkit.export.html_report",
-}
+})
 
 
 def register_format(name: str) -> Callable[[Exporter], Exporter]:
     """Decorator: ``@register_format("md") def to_markdown(lb: Leaderboard) -> str``."""
-
-    def deco(fn: Exporter) -> Exporter:
-        _EXPORTERS[name] = fn
-        return fn
-
-    return deco
+    return lambda fn: _FORMATS.add(name, fn)
 
 
 def unregister_format(name: str) -> None:
     """Remove a format registered at run time (tests, notebooks); unknown names are ignored."""
-    _EXPORTERS.pop(name, None)
+    _FORMATS.remove(name)
 
 
 def available_formats() -> list[str]:
     """Names of every format ``render`` accepts, sorted."""
-    return sorted(set(_EXPORTERS) | set(_LAZY))
+    return _FORMATS.names()
 
 
 def exporter(fmt: str) -> Exporter:
     """The function registered as ``fmt`` (its module is imported on first use)."""
-    if fmt not in _EXPORTERS and fmt in _LAZY:
-        importlib.import_module(_LAZY[fmt])
-    if fmt not in _EXPORTERS:
-        raise IclkitError(f"unknown format {fmt!r}", field="format", hint=f"one of {', '.join(available_formats())}")
-    return _EXPORTERS[fmt]
+    return _FORMATS.get(fmt)
 
 
 def render(lb: Leaderboard, fmt: str) -> str:

@@ -1,19 +1,18 @@
 """Learner registry: a name → (factory, capabilities, options) entry per method.
 
 Built-in learners are listed lazily (name → module that registers it on import), so a run imports only the
-learners it uses. Adding a learner is one file that ends with one ``register(...)`` line, and one line in ``_LAZY``
+learners it uses. Adding a learner is one file that ends with one ``register(...)`` line, and one line in ``_ENTRIES``' built-in map
 if it ships with iclkit (a user's own learner just calls ``register`` before the run).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from iclkit.errors import IclkitError
 from iclkit.learners.base import Capabilities, Learner, MethodContext
 from iclkit.learners.options import OptionSpec, check_names, run_wide_names
+from iclkit.registry import Registry
 
 Factory = Callable[[MethodContext], Learner]
 
@@ -28,9 +27,8 @@ class Entry:
     options: OptionSpec | None = None
 
 
-_ENTRIES: dict[str, Entry] = {}
 # name → module that registers it on import (baselines live in the top-level baselines/ folder)
-_LAZY: dict[str, str] = {
+_ENTRIES: Registry[Entry] = Registry("method", "methods", {
     "icl": "iclkit.learners.icl",
     "icl+contextual": "iclkit.learners.icl",
     "icl+dcpmi": "iclkit.learners.icl",
@@ -43,7 +41,7 @@ _LAZY: dict[str, str] = {
     "knn": "iclkit.baselines.knn",
     "linear": "iclkit.baselines.linear",
     "transformer": "iclkit.baselines.transformer",
-}
+})
 
 
 def register(name: str, *, capabilities: Capabilities = Capabilities(),
@@ -51,7 +49,7 @@ def register(name: str, *, capabilities: Capabilities = Capabilities(),
     """Decorator: ``@register("knn", options=OptionSpec(KNN, ("k", "mode"), prefix="knn")) def make(ctx)``."""
 
     def deco(factory: Factory) -> Factory:
-        _ENTRIES[name] = Entry(name, factory, capabilities, options)
+        _ENTRIES.add(name, Entry(name, factory, capabilities, options))
         return factory
 
     return deco
@@ -59,21 +57,17 @@ def register(name: str, *, capabilities: Capabilities = Capabilities(),
 
 def unregister(name: str) -> None:
     """Remove a learner registered at run time (tests, notebooks)."""
-    _ENTRIES.pop(name, None)
+    _ENTRIES.remove(name)
 
 
 def available() -> list[str]:
     """Every learner name: registered ones and built-in ones not imported yet."""
-    return sorted(set(_ENTRIES) | set(_LAZY))
+    return _ENTRIES.names()
 
 
 def entry(name: str) -> Entry:
     """The registered learner ``name`` (imports its module on first use)."""
-    if name not in _ENTRIES and name in _LAZY:
-        importlib.import_module(_LAZY[name])
-    if name not in _ENTRIES:
-        raise IclkitError(f"unknown method {name!r}", field="methods", hint=f"available: {', '.join(available())}")
-    return _ENTRIES[name]
+    return _ENTRIES.get(name)
 
 
 def make(name: str, ctx: MethodContext) -> Learner:

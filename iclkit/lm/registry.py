@@ -22,35 +22,23 @@ in three steps:
        vllm = "my_package.vllm_backend"
 
 Then ``load_lm(ModelSpec(name=..., backend="vllm"))`` (or ``--backend vllm``) loads it, ICL scores through it, and
-``--embed lm`` embeds with its ``hidden_states``. A backend inside iclkit is listed in ``_LAZY`` instead.
+``--embed lm`` embeds with its ``hidden_states``. A backend inside iclkit is listed in ``_BACKENDS``' built-in map
+instead.
 """
 
 from __future__ import annotations
 
-import importlib
 from importlib import metadata
 from typing import Callable, TypeVar
 
 from iclkit.errors import IclkitError
 from iclkit.lm.base import LM
 from iclkit.lm.spec import EMBEDDED, ModelSpec
+from iclkit.registry import Registry
 
 Backend = Callable[[ModelSpec], LM]
 F = TypeVar("F", bound=Backend)
 ENTRY_POINTS = "iclkit.backends"
-_BACKENDS: dict[str, Backend] = {}
-# name → module that registers it on import (heavy dependencies load only for the backend a run uses)
-_LAZY: dict[str, str] = {"hf": "iclkit.lm.hf"}
-
-
-def register_backend(name: str) -> Callable[[F], F]:
-    """Decorator: ``@register_backend("hf") def load(spec: ModelSpec) -> LM``; a later registration replaces it."""
-
-    def deco(factory: F) -> F:
-        _BACKENDS[name] = factory
-        return factory
-
-    return deco
 
 
 def _plugins() -> dict[str, str]:
@@ -58,9 +46,23 @@ def _plugins() -> dict[str, str]:
     return {ep.name: ep.value.split(":")[0] for ep in metadata.entry_points(group=ENTRY_POINTS)}
 
 
+# name → module that registers it on import (heavy dependencies load only for the backend a run uses)
+_BACKENDS: Registry[Backend] = Registry("backend", "backend", {"hf": "iclkit.lm.hf"}, plugins=_plugins)
+
+
+def register_backend(name: str) -> Callable[[F], F]:
+    """Decorator: ``@register_backend("hf") def load(spec: ModelSpec) -> LM``; a later registration replaces it."""
+
+    def deco(factory: F) -> F:
+        _BACKENDS.add(name, factory)
+        return factory
+
+    return deco
+
+
 def available_backends() -> list[str]:
     """Names ``ModelSpec.backend`` may take: registered, built in, or declared by an installed package."""
-    return sorted(set(_BACKENDS) | set(_LAZY) | set(_plugins()))
+    return _BACKENDS.names()
 
 
 def load_lm(spec: ModelSpec | str = EMBEDDED) -> LM:
@@ -68,17 +70,7 @@ def load_lm(spec: ModelSpec | str = EMBEDDED) -> LM:
     if isinstance(spec, str):
         spec = ModelSpec(name=spec)
     name = spec.backend
-    if name not in _BACKENDS:
-        module = _LAZY.get(name) or _plugins().get(name)
-        if module is not None:
-            try:
-                importlib.import_module(module)
-            except ImportError as e:  # a plugin whose own dependencies are missing: say which backend needs them
-                raise IclkitError(f"backend {name!r} cannot be imported: {e}", field="backend") from e
-    if name not in _BACKENDS:
-        raise IclkitError(f"unknown backend {name!r}", field="backend",
-                          hint=f"available: {', '.join(available_backends())}")
-    lm = _BACKENDS[name](spec)
+    lm = _BACKENDS.get(name)(spec)
     if not isinstance(lm, LM):
         raise IclkitError(f"backend {name!r} returned a {type(lm).__name__}, which lacks members of iclkit.lm.LM",
                           field="backend", hint="see the checklist in iclkit/lm/registry.py")

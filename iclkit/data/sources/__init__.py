@@ -2,7 +2,7 @@
 
 A loader takes the task's spec and its source mapping and returns the task's train and test examples, or raises
 ``SourceUnavailable`` when it cannot be used here (no benchmark folder, offline hub), so the next listed source is
-tried. Adding a kind: one module ending in ``register_source("kind")(load)``, plus a line in ``_LAZY`` for the
+tried. Adding a kind: one module ending in ``register_source("kind")(load)``, plus a line in ``_SOURCES``' built-in map for the
 kinds that ship with iclkit (their modules, and what they import, load only when a task uses them).
 
 This module imports only the spec values, never a source's module, so ``iclkit.data.tasks`` can ask it which kinds
@@ -11,21 +11,20 @@ exist (to check a task file) and load a task's examples without an import cycle.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping
 
 from iclkit.data.spec import TaskData, TaskSpec
 from iclkit.errors import IclkitError
+from iclkit.registry import Registry
 
 Loader = Callable[[TaskSpec, Mapping[str, Any]], TaskData]
-_LOADERS: dict[str, Loader] = {}
 # kind → module that registers it on import
-_LAZY: dict[str, str] = {
+_SOURCES: Registry[Loader] = Registry("source kind", "source", {
     "data_dir": "iclkit.data.sources.data_dir",
     "local": "iclkit.data.sources.local",
     "hub": "iclkit.data.sources.hub",
     "builtin": "iclkit.data.sources.builtin",
-}
+})
 
 
 class SourceUnavailable(Exception):
@@ -34,34 +33,24 @@ class SourceUnavailable(Exception):
 
 def register_source(kind: str) -> Callable[[Loader], Loader]:
     """Decorator: ``@register_source("mykind") def load(spec, src) -> TaskData``."""
-
-    def deco(loader: Loader) -> Loader:
-        _LOADERS[kind] = loader
-        return loader
-
-    return deco
+    return lambda loader: _SOURCES.add(kind, loader)
 
 
 def unregister_source(kind: str) -> None:
     """Forget a kind registered outside iclkit (a test's, a plugin's); iclkit's own kinds stay."""
-    if kind in _LAZY:
+    if kind in _SOURCES.lazy:
         raise ValueError(f"{kind!r} is one of iclkit's own source kinds")
-    _LOADERS.pop(kind, None)
+    _SOURCES.remove(kind)
 
 
 def available_sources() -> list[str]:
     """Every kind a task file may name: registered ones and iclkit's own."""
-    return sorted(set(_LOADERS) | set(_LAZY))
+    return _SOURCES.names()
 
 
 def source_loader(kind: str, *, file: str | None = None) -> Loader:
     """The loader registered as ``kind``, importing iclkit's module for it on first use."""
-    if kind not in _LOADERS and kind in _LAZY:
-        importlib.import_module(_LAZY[kind])
-    if kind not in _LOADERS:
-        raise IclkitError(f"unknown source kind {kind!r}", file=file, field="source",
-                          hint=f"available: {', '.join(available_sources())}")
-    return _LOADERS[kind]
+    return _SOURCES.get(kind, file=file)
 
 
 def load_examples(spec: TaskSpec) -> TaskData:
