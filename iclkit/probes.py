@@ -159,3 +159,28 @@ def permute_support(episode: Episode, n_orders: int, seed: int) -> list[Episode]
             seen.add(key(order))
             orders.append(order)
     return [episode] + [replace(episode, support=tuple(support[i] for i in order), hash="") for order in orders]
+
+
+def probe_variants(probed: Sequence[ProbedEpisode], n_orders: int, seed: int) -> list[list[Episode]]:
+    """The episodes to run for one probe: list ``i`` holds permutation ``i`` of each episode's support (0: as drawn;
+    an episode with fewer distinct orders than asked for is left out of the higher lists)."""
+    perms = [permute_support(p.episode, n_orders, seed) if n_orders > 1 else [p.episode] for p in probed]
+    return [[ps[i] for ps in perms if i < len(ps)] for i in range(n_orders)]
+
+
+def probe_lines(probed: Mapping[str, Mapping[str, Mapping[str, ProbedEpisode]]], n_orders: int,
+                seed: int) -> list[dict[str, Any]]:
+    """probes.jsonl: one line per (episode, label probe) other than gold, with the probe record and the perturbed
+    episode's hash, and one line per extra permutation (for order-sensitive learners) with its demonstration order."""
+    lines: list[dict[str, Any]] = []
+    for by_episode in probed.values():
+        for episode_id, by_kind in by_episode.items():
+            for kind, p in by_kind.items():
+                if kind != "gold":
+                    lines.append({"episode_id": episode_id, "labels": kind, "hash": p.hash,
+                                  "episode_hash": p.episode.hash, "probe": p.probe.to_dict()})
+                if n_orders > 1:
+                    for index, ep in enumerate(permute_support(p.episode, n_orders, seed)[1:], start=1):
+                        lines.append({"episode_id": episode_id, "labels": kind, "permutation": index,
+                                      "episode_hash": ep.hash, "support": [e.id for e in ep.support]})
+    return lines

@@ -206,3 +206,13 @@ def _renderer(prompt: PromptTemplate, labels: Sequence[str], lm: "LM", chat: boo
     if not chat:
         return template_renderer(prompt, labels)
     return lambda demos, query: prompt.render_chat(demos, query, labels, lm.apply_chat_template)
+
+
+def shots_line(task: str, plan: Mapping[str, Any]) -> str:
+    """One line of the printed table on how ``--shots auto`` sized ``task``."""
+    k = plan["max_shots"]
+    worst = plan["prompt_tokens"].get(str(k))
+    why = {"context": f"{k + 1} would not fit", "data": "a class has no more train examples",
+           "max_shots": "the cap asked for"}[plan["limited_by"]]
+    return (f"- {task}: {', '.join(map(str, plan['shots_run']))} shots; the largest, {k}, needs at most "
+            f"{worst:,} of {plan['context_length']:,} tokens ({why})")

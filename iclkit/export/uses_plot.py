@@ -10,6 +10,7 @@ leaderboard's merged ``uses`` (rows then carry ``run``, shown when several runs 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -102,7 +103,7 @@ def render_uses_plots(uses: Mapping[str, Sequence[Mapping[str, Any]]],
     return {task: drawn(lambda: uses_figure(uses, task), formats) for task in uses_tasks(uses)}
 
 
-def write_uses_plots(uses: Mapping[str, Sequence[Mapping[str, Any]]], folder: Any,
-                     formats: Sequence[ImageFormat] = ("png", "svg")) -> list[Any]:
+def write_uses_plots(uses: Mapping[str, Sequence[Mapping[str, Any]]], folder: str | Path,
+                     formats: Sequence[ImageFormat] = ("png", "svg")) -> list[Path]:
     """Write ``uses_<task>.<fmt>`` into ``folder`` for every task with probe rows; returns the paths."""
     return write_images(render_uses_plots(uses, formats), folder, "uses")

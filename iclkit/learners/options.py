@@ -80,6 +80,12 @@ class OptionSpec:
                 out[self._name(by_field.get(f, f))] = f
         return out
 
+    def value(self, name: str, options: Mapping[str, Any]) -> Any:
+        """The value field ``name`` of a learner built with ``options`` gets: given, registered default, or the
+        learner class's own default."""
+        return self.resolve(options).get(name, next(f.default for f in dataclasses.fields(self.learner)
+                                                    if f.name == name))
+
     def resolve(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the learner: the defaults, overridden by the options the user gave."""
         hints = typing.get_type_hints(self.learner)

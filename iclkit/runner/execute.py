@@ -6,7 +6,6 @@ episodes per call) and whether they are meta-learners; no method is special-case
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import sys
 from dataclasses import dataclass, field, replace
@@ -28,12 +27,12 @@ from iclkit.learners.options import MetaTrainOptions
 from iclkit.lm import ModelSpec, load_lm
 from iclkit.metatrain import training_episodes
 from iclkit.protocols import NO_META_TRAINING, MetaTrainPlan, budget_fields, plan_for
-from iclkit.probes import ProbedEpisode, perturb_labels, permute_support
+from iclkit.probes import perturb_labels, probe_lines, probe_variants
 from iclkit.prompts import PromptTemplate, load_prompt
 from iclkit.runner import distributed
 from iclkit.runner.checkpoint import Checkpoint, config_key
 from iclkit.runner.config import RunConfig
-from iclkit.shots import ShotPlan, plan_task
+from iclkit.shots import ShotPlan, ShotsRequest, plan_task, shots_line
 from iclkit.types import Episode, EpisodeResult, episodes_hash
 
 
@@ -82,16 +81,6 @@ class RunResult:
 
     def records(self) -> list[dict[str, Any]]:
         return [rec for r in self.results for rec in records(r, self.budgets.get((r.task, r.method)))]
-
-
-def shots_line(task: str, plan: Mapping[str, Any]) -> str:
-    """One line of the printed table on how ``--shots auto`` sized ``task``."""
-    k = plan["max_shots"]
-    worst = plan["prompt_tokens"].get(str(k))
-    why = {"context": f"{k + 1} would not fit", "data": "a class has no more train examples",
-           "max_shots": "the cap asked for"}[plan["limited_by"]]
-    return (f"- {task}: {', '.join(map(str, plan['shots_run']))} shots; the largest, {k}, needs at most "
-            f"{worst:,} of {plan['context_length']:,} tokens ({why})")
 
 
 @dataclass(frozen=True)
@@ -209,9 +198,11 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     plans = {t.name: plan_for(t, meta_options, config.episodes.n_way, config.episodes.seed) for t in tasks}
     get_lm = _LazyLM(config.model, score_cache)
     # --shots auto / max: each task's shot counts sized to the model's context under its prompts, before any draw
-    shot_plans = {t.name: _plan_shots(t, prompts[t.name], get_lm(), config, _eval_classes(plans[t.name]))
-                  for t in tasks} if config.auto_shots is not None else {}
-    episodes = {t.name: sample_episodes(t, _episode_config(config, shot_plans.get(t.name)),
+    request = config.auto_shots
+    shot_plans = {t.name: _plan_shots(t, prompts[t.name], get_lm(), config, request, _eval_classes(plans[t.name]))
+                  for t in tasks} if request is not None else {}
+    episodes = {t.name: sample_episodes(t, replace(config.episodes, shots=request.pick(shot_plans[t.name]))
+                                        if request is not None else config.episodes,
                                         classes=_eval_classes(plans[t.name])) for t in tasks}
     # every label probe of every episode, drawn before any work: a probe no episode can take (flipped with one
     # label) fails here, with nothing written
@@ -299,7 +290,7 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
         where = f" [{job.prompt.name}]" if job.prompt is not None and len(prompts[task.name]) > 1 else ""
         n_orders = config.orders if caps.order_sensitive else 1  # an order-invariant learner: the drawn order only
         for kind in job.probes:
-            variants = _probe_variants([probed[task.name][e.id][kind] for e in job.episodes], n_orders,
+            variants = probe_variants([probed[task.name][e.id][kind] for e in job.episodes], n_orders,
                                        config.episodes.seed)
             for index, eps in enumerate(variants):
                 if not eps:
@@ -349,52 +340,16 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
     return result
 
 
-def _probe_variants(probed: Sequence[ProbedEpisode], n_orders: int, seed: int) -> list[list[Episode]]:
-    """The episodes to run for one probe: list ``i`` holds permutation ``i`` of each episode's support (0: as drawn;
-    an episode with fewer distinct orders than asked for is left out of the higher lists)."""
-    perms = [permute_support(p.episode, n_orders, seed) if n_orders > 1 else [p.episode] for p in probed]
-    return [[ps[i] for ps in perms if i < len(ps)] for i in range(n_orders)]
-
-
-def probe_lines(probed: Mapping[str, Mapping[str, Mapping[str, ProbedEpisode]]], n_orders: int,
-                seed: int) -> list[dict[str, Any]]:
-    """probes.jsonl: one line per (episode, label probe) other than gold, with the probe record and the perturbed
-    episode's hash, and one line per extra permutation (for order-sensitive learners) with its demonstration order."""
-    lines: list[dict[str, Any]] = []
-    for by_episode in probed.values():
-        for episode_id, by_kind in by_episode.items():
-            for kind, p in by_kind.items():
-                if kind != "gold":
-                    lines.append({"episode_id": episode_id, "labels": kind, "hash": p.hash,
-                                  "episode_hash": p.episode.hash, "probe": p.probe.to_dict()})
-                if n_orders > 1:
-                    for index, ep in enumerate(permute_support(p.episode, n_orders, seed)[1:], start=1):
-                        lines.append({"episode_id": episode_id, "labels": kind, "permutation": index,
-                                      "episode_hash": ep.hash, "support": [e.id for e in ep.support]})
-    return lines
-
-
 def _plan_shots(task: TaskData, prompts: Sequence[PromptTemplate], lm: Any, config: RunConfig,
-                classes: Sequence[str] | None) -> ShotPlan:
+                request: ShotsRequest, classes: Sequence[str] | None) -> ShotPlan:
     """The largest k whose worst-case prompt fits ``lm``'s context under every prompt of ``task``, in the format the
     run's prompted learners render (their ``chat`` and ``max_new_tokens`` options)."""
-    chat, new_tokens = False, 0
-    for method in config.methods:
-        spec = learners.entry(method).options
-        if learners.entry(method).capabilities.prompted and spec is not None:
-            given = {f.name: f.default for f in dataclasses.fields(spec.learner)} | spec.resolve(config.options)
-            chat = chat or bool(given.get("chat"))
-            new_tokens = max(new_tokens, int(given.get("max_new_tokens") or 0))
-    assert config.auto_shots is not None
+    specs = [learners.entry(m).options for m in config.methods if learners.entry(m).capabilities.prompted]
+    specs = [spec for spec in specs if spec is not None]
+    chat = any(spec.value("chat", config.options) for spec in specs)
+    new_tokens = max([int(spec.value("max_new_tokens", config.options)) for spec in specs], default=0)
     return plan_task(task, prompts, lm, n_way=config.episodes.n_way, classes=classes, chat=chat,
-                     max_shots=config.auto_shots.cap,
-                     max_new_tokens=new_tokens if task.spec.type == "generation" else 0)
-
-
-def _episode_config(config: RunConfig, plan: ShotPlan | None) -> EpisodeConfig:
-    if plan is None or config.auto_shots is None:
-        return config.episodes
-    return replace(config.episodes, shots=config.auto_shots.pick(plan))
+                     max_shots=request.cap, max_new_tokens=new_tokens if task.spec.type == "generation" else 0)
 
 
 def _eval_classes(plan: MetaTrainPlan | None) -> tuple[str, ...] | None:
