@@ -2,6 +2,7 @@
 
 ``mode='vote'``: each of the k nearest (cosine) neighbours votes for its class, ties broken by summed similarity;
 ``mode='softmax'``: class score = log-sum-exp of similarity / temperature over that class's support items.
+Vectors are centred on the episode's own support mean first (``center``), as every baseline's are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from iclkit.baselines.common import Featurizer, features_from
+from iclkit.baselines.common import Center, Featurizer, center_from, features_from, normalized, support_center
 
 Mode = Literal["vote", "softmax"]
 
@@ -42,14 +43,17 @@ class KNN:
     k: int = 5
     mode: Mode = "vote"
     temperature: float = 0.1
+    center: Center = "support"
     name: str = "knn"
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "k": self.k, "mode": self.mode, "temperature": self.temperature,
-                "backbone": self.featurize.description, "features": self.featurize.key}
+                "center": self.center, "backbone": self.featurize.description, "features": self.featurize.key}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "KNNAdapted":
-        return KNNAdapted(self, self.featurize(support), label_index(support, labels), tuple(labels))
+        xs = self.featurize(support)
+        c = support_center(xs, self.center)
+        return KNNAdapted(self, normalized(xs, c), label_index(support, labels), tuple(labels), c)
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,13 @@ class KNNAdapted:
     memory: torch.Tensor
     memory_labels: torch.Tensor
     labels: tuple[str, ...]
+    center: torch.Tensor | None = None
 
     @torch.no_grad()
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
         kn = self.learner
-        out = knn_scores(self.memory, self.memory_labels, len(self.labels), kn.featurize(queries), kn.k, kn.mode,
+        out = knn_scores(self.memory, self.memory_labels, len(self.labels),
+                         normalized(kn.featurize(queries), self.center), kn.k, kn.mode,
                          kn.temperature)
         return row_predictions(queries, self.labels, out)
 
@@ -72,4 +78,4 @@ OPTIONS = OptionSpec(KNN, ("k", "mode", "temperature"), prefix="knn")
 
 @register("knn", options=OPTIONS)
 def _make(ctx: MethodContext) -> KNN:
-    return KNN(features_from(ctx), **ctx.learner_options(OPTIONS))
+    return KNN(features_from(ctx), center=center_from(ctx), **ctx.learner_options(OPTIONS))

@@ -19,7 +19,7 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import label_index
 from iclkit.types import Example, Prediction
 
-from iclkit.baselines.common import Featurizer, features_from
+from iclkit.baselines.common import Center, Featurizer, center_from, features_from, normalized, support_center
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,18 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_way: int, c: float) -> Logi
 class Linear:
     featurize: Featurizer
     c: float = 1.0  # inverse L2 strength, scikit-learn's C
+    center: Center = "support"
     name: str = "linear"
 
     def describe(self) -> Mapping[str, Any]:
-        return {"method": self.name, "C": self.c, "backbone": self.featurize.description, "features": self.featurize.key}
+        return {"method": self.name, "C": self.c, "center": self.center, "backbone": self.featurize.description,
+                "features": self.featurize.key}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "LinearAdapted":
-        model = fit_logistic(self.featurize(support), label_index(support, labels), len(labels), self.c)
-        return LinearAdapted(self, model, tuple(labels))
+        xs = self.featurize(support)
+        center = support_center(xs, self.center)
+        model = fit_logistic(normalized(xs, center), label_index(support, labels), len(labels), self.c)
+        return LinearAdapted(self, model, tuple(labels), center)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,11 @@ class LinearAdapted:
     learner: Linear
     model: LogisticRegression | OneClass
     labels: tuple[str, ...]
+    center: torch.Tensor | None = None
 
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
-        logp = self.model.predict_log_proba(self.learner.featurize(queries).double().numpy())
+        x = normalized(self.learner.featurize(queries), self.center)
+        logp = self.model.predict_log_proba(x.double().numpy())
         out = np.full((len(queries), len(self.labels)), -np.inf)
         out[:, self.model.classes_] = logp  # a class absent from the support gets probability 0
         return row_predictions(queries, self.labels, out)
@@ -77,4 +83,4 @@ OPTIONS = OptionSpec(Linear, ("c",), prefix="linear")
 
 @register("linear", options=OPTIONS)
 def _make(ctx: MethodContext) -> Linear:
-    return Linear(features_from(ctx), **ctx.learner_options(OPTIONS))
+    return Linear(features_from(ctx), center=center_from(ctx), **ctx.learner_options(OPTIONS))

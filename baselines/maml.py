@@ -1,19 +1,19 @@
-"""MAML (Finn et al. 2017) on an MLP head over frozen embeddings; FOMAML drops the second-order term.
+"""MAML (Finn et al. 2017) on a residual body over frozen embeddings; FOMAML drops the second-order term.
 
-The inner loop takes ``inner_steps`` SGD steps on the support loss, written functionally
+The inner loop takes ``inner_steps`` SGD steps on the support loss (Finn et al. eq. 1), written functionally
 (``torch.func.functional_call``) so the adapted weights stay a function of the initialization; the outer loop
-(Adam) differentiates the query loss through those steps: ``torch.autograd.grad(create_graph=True)`` keeps the
-second-order term, FOMAML treats the inner gradients as constants.
+(Adam) differentiates the query loss through those steps (eq. 3): ``torch.autograd.grad(create_graph=True)`` keeps
+the second-order term, FOMAML treats the inner gradients as constants.
 
-``head_init='proto'`` (the default) is Proto-MAML (Triantafillou et al. 2020, Meta-Dataset): before the inner loop,
-in meta-training and at evaluation alike, the output layer is set from the support prototypes c_k (class means of
-the head's penultimate features h): W_k = 2 c_k, b_k = −‖c_k‖², so the logits 2 c_k·h − ‖c_k‖² = ‖h‖² − ‖h − c_k‖²
-rank classes as the nearest prototype does, and 0 inner steps is ProtoNet on h. Only the layers below are
-meta-learned; the meta-gradient flows through the prototypes (in FOMAML too). Why: the class-to-index map is shuffled
-per episode, so a meta-learned output layer starts every episode knowing no class and must learn them from k shots in
-a few SGD steps; from the prototypes it starts where ProtoNet ends. (Measured on MiniLM features under disjoint
-meta-training, neither head reaches a plain ProtoNet on the raw features yet: the meta-learned 64-unit layer loses
-more than it gains; see the README.) ``head_init='learned'`` is the original MAML, as iclkit had it before.
+The body is one residual block, h = x + W₂ relu(W₁ x + b₁) + b₂, with W₂ and b₂ starting at zero: before
+meta-training h = x. ``head_init='proto'`` (the default) is Proto-MAML (Triantafillou et al. 2020, Meta-Dataset,
+Sec. 3.2): before the inner loop, in meta-training and at evaluation alike, the output layer is set from the support
+prototypes c_k (class means of h): W_k = 2 c_k, b_k = −‖c_k‖², so the logits 2 c_k·h − ‖c_k‖² = ‖h‖² − ‖h − c_k‖²
+rank classes as the nearest prototype does. With the identity body, 0 inner steps is ProtoNet on the episode's own
+features, exactly (tests/test_floors.py): MAML starts at its floor, and early stopping on meta-validation episodes
+(step 0 included) keeps it there unless meta-training helps on held-out classes. Only the body is meta-learned;
+the meta-gradient flows through the prototypes (in FOMAML too). ``head_init='learned'`` is the original MAML
+(a meta-learned output layer).
 """
 
 from __future__ import annotations
@@ -30,20 +30,37 @@ from iclkit.learners.base import MethodContext, row_predictions
 from iclkit.metatrain import TrainingData, generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, features_from, meta_fit
+from iclkit.baselines.common import (Arrays, Center, Featurizer, Fitted, OuterLoop, Params, episode_accuracy,
+                                     features_from, meta_fit, meta_options, normalized, support_center)
+from iclkit.baselines.search import SearchResult, tune
 
 
-def mlp(dim: int, hidden: int, n_way: int) -> nn.Module:
-    """The head's structure (on the meta device: its weights always come in through functional_call)."""
-    return nn.Sequential(nn.Linear(dim, hidden, device="meta"), nn.ReLU(), nn.Linear(hidden, n_way, device="meta"))
+class Residual(nn.Module):
+    """h = x + fc2(relu(fc1(x))) (on the meta device: weights always come in through functional_call)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, device="meta")
+        self.fc2 = nn.Linear(hidden, dim, device="meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+def network(dim: int, hidden: int, n_way: int) -> nn.Sequential:
+    """The body (one residual block) and the output layer."""
+    return nn.Sequential(Residual(dim, hidden), nn.Linear(dim, n_way, device="meta"))
 
 
 def init_params(head: nn.Module, g: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
-    """nn.Linear's default init, U(±1/sqrt(fan_in)), drawn from ``g``."""
+    """nn.Linear's default init, U(±1/sqrt(fan_in)), drawn from ``g``, except the residual branch's last layer,
+    which starts at zero (the body starts as the identity)."""
     out = {}
     for name, p in head.named_parameters():
         fan_in = head.get_submodule(name.rsplit(".", 1)[0]).in_features
         out[name] = (torch.rand(p.shape, generator=g, dtype=dtype) * 2 - 1) / fan_in ** 0.5
+        if name.startswith("0.fc2."):
+            out[name] = torch.zeros(p.shape, dtype=dtype)
     return out
 
 
@@ -51,7 +68,7 @@ HeadInit = Literal["learned", "proto"]
 
 
 def output_layer(head: nn.Module) -> str:
-    """Name prefix of the head's output layer's parameters (``'2.'``)."""
+    """Name prefix of the head's output layer's parameters (``'1.'``)."""
     return f"{len(head) - 1}."
 
 
@@ -92,6 +109,18 @@ def meta_loss(head: nn.Module, params: Params, batch: Sequence[Arrays], steps: i
     return total / len(batch)
 
 
+def adapt_params(head: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor, steps: int, lr: float,
+                 head_init: HeadInit) -> Params:
+    """The weights after adapting ``params`` to one support set (first-order inner loop: nothing is
+    backpropagated past it), detached."""
+    with torch.enable_grad():
+        start = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        if head_init == "proto":
+            start = proto_init(head, start, xs, ys)
+        adapted = inner_adapt(head, start, xs, ys, steps, lr, first_order=True)
+    return {k: v.detach() for k, v in adapted.items()}
+
+
 @dataclass
 class MAML:
     featurize: Featurizer
@@ -101,6 +130,7 @@ class MAML:
     inner_lr: float = 0.1
     first_order: bool = False
     head_init: HeadInit = "proto"
+    center: Center = "support"
     loop: OuterLoop = OuterLoop(steps=300, lr=1e-3, meta_batch=4)
     seed: int = 0
     cache: bool = True
@@ -108,27 +138,44 @@ class MAML:
     name: str = "maml"
     params: Params | None = field(default=None, repr=False)  # the meta-learned initialization
     trained_on: TrainingData | None = field(default=None, repr=False)
+    fitted: Fitted | None = field(default=None, repr=False)
+    search_trials: int = 0  # Optuna trials on meta-validation episodes before meta-training
+    searched: SearchResult | None = field(default=None, repr=False)
     _head: nn.Module | None = field(default=None, repr=False)
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, "hidden": self.hidden, "inner_steps": self.inner_steps, "inner_lr": self.inner_lr,
-                "first_order": self.first_order, "head_init": self.head_init, "meta_train": vars(self.loop),
+                "first_order": self.first_order, "head_init": self.head_init, "body": "residual, identity init",
+                "center": self.center, "meta_train": vars(self.loop),
                 "backbone": self.featurize.description, "features": self.featurize.key,
+                **({"meta_val": self.fitted.to_dict()} if self.fitted and self.fitted.curve else {}),
+                **({"search": self.searched.to_dict()} if self.searched else {}),
                 **({"meta_train_data": self.trained_on.to_dict()} if self.trained_on else {})}
 
-    def meta_train(self, episodes: Sequence[Episode]) -> None:
-        self.n_way = self.n_way or len(episodes[0].labels)
-        dim = self.featurize(episodes[0].support[:1]).shape[-1]
-        self._head = head = mlp(dim, self.hidden, self.n_way)
+    def initial(self, dim: int) -> Params:
+        """The head for ``dim``-dimensional features and its initial parameters (the body is the identity)."""
+        self._head = head = network(dim, self.hidden, self.n_way)
         init = init_params(head, generator(self.seed, self.name, "init"))
         if self.head_init == "proto":  # the output layer comes from each episode's support: not meta-learned
             init = {k: v for k, v in init.items() if not k.startswith(output_layer(head))}
+        return init
+
+    def meta_train(self, episodes: Sequence[Episode]) -> None:
+        self.n_way = self.n_way or len(episodes[0].labels)
+        tune(self, search_space, episodes)
+        init = self.initial(self.featurize(episodes[0].support[:1]).shape[-1])
+        head = self._head
+        assert head is not None
         loss = lambda p, batch: meta_loss(head, p, batch, self.inner_steps, self.inner_lr,  # noqa: E731
                                           self.first_order, self.head_init)
+        accuracy = episode_accuracy(lambda p, a: functional_call(head, adapt_params(
+            head, p, a[0], a[1], self.inner_steps, self.inner_lr, self.head_init), (a[2],)))
         config = {"hidden": self.hidden, "n_way": self.n_way, "inner_steps": self.inner_steps,
-                  "inner_lr": self.inner_lr, "first_order": self.first_order, "head_init": self.head_init}
-        self.params = meta_fit(self.name, init, loss, episodes, self.featurize, self.loop, self.seed, config,
-                               cache=self.cache, progress=self.progress)
+                  "inner_lr": self.inner_lr, "first_order": self.first_order, "head_init": self.head_init,
+                  "body": "residual-identity"}
+        self.fitted = meta_fit(self.name, init, loss, episodes, self.featurize, self.loop, self.seed, config,
+                               center=self.center, accuracy=accuracy, cache=self.cache, progress=self.progress)
+        self.params = self.fitted.params
         self.trained_on = TrainingData.of(episodes) if self.loop.steps else None  # 0 steps: learned nothing
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "MAMLAdapted":
@@ -136,13 +183,11 @@ class MAML:
             raise RuntimeError(f"{self.name}: meta_train() must run before adapt()")
         if len(labels) != self.n_way:
             raise ValueError(f"{self.name} was meta-trained for {self.n_way}-way episodes, got {len(labels)} labels")
-        start = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
-        xs, ys = self.featurize(support), label_index(support, labels)
-        with torch.enable_grad():
-            if self.head_init == "proto":
-                start = proto_init(self._head, start, xs, ys)
-            adapted = inner_adapt(self._head, start, xs, ys, self.inner_steps, self.inner_lr, first_order=True)
-        return MAMLAdapted(self, {k: v.detach() for k, v in adapted.items()}, tuple(labels))
+        xs = self.featurize(support)
+        c = support_center(xs, self.center)
+        adapted = adapt_params(self._head, self.params, normalized(xs, c), label_index(support, labels),
+                               self.inner_steps, self.inner_lr, self.head_init)
+        return MAMLAdapted(self, adapted, tuple(labels), c)
 
 
 @dataclass(frozen=True)
@@ -150,13 +195,25 @@ class MAMLAdapted:
     learner: MAML
     params: Params
     labels: tuple[str, ...]
+    center: torch.Tensor | None = None
 
     @torch.no_grad()
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
         head = self.learner._head
         assert head is not None
-        out = torch.log_softmax(functional_call(head, self.params, (self.learner.featurize(queries),)), dim=-1)
+        xq = normalized(self.learner.featurize(queries), self.center)
+        out = torch.log_softmax(functional_call(head, self.params, (xq,)), dim=-1)
         return row_predictions(queries, self.labels, out)
+
+
+def search_space(trial: Any) -> dict[str, Any]:
+    """MAML's and FOMAML's search space: inner steps (0: ProtoNet on the learned body) and learning rate, the
+    residual branch's width, the outer learning rate and length (early stopping picks the step)."""
+    return {"inner_steps": trial.suggest_categorical("inner_steps", [0, 1, 3, 5]),
+            "inner_lr": trial.suggest_float("inner_lr", 1e-2, 1.0, log=True),
+            "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
+            "loop.lr": trial.suggest_float("loop.lr", 1e-4, 1e-2, log=True),
+            "loop.steps": trial.suggest_categorical("loop.steps", [150, 300, 600])}
 
 
 OPTIONS = OptionSpec(MAML, ("hidden", "inner_steps", "inner_lr", "head_init", "loop"), prefix="maml")
@@ -164,7 +221,7 @@ OPTIONS = OptionSpec(MAML, ("hidden", "inner_steps", "inner_lr", "head_init", "l
 
 def _make(ctx: MethodContext, first_order: bool) -> MAML:
     return MAML(features_from(ctx), first_order=first_order, seed=ctx.seed, name="fomaml" if first_order else "maml",
-                progress=ctx.progress, **ctx.learner_options(OPTIONS))
+                progress=ctx.progress, **meta_options(ctx), **ctx.learner_options(OPTIONS))
 
 
 register("maml", options=OPTIONS)(lambda ctx: _make(ctx, first_order=False))

@@ -12,13 +12,20 @@ return whole rows. This binds an item to its delayed label in memory instead of 
 step; with the paper's single written key, a CI-sized meta-training (600 steps × 32 episodes) reached 0.70–0.80 on
 5-way 5-shot Gaussian clusters, with this binding 0.99 (tests/test_mann.py).
 
+A second change, so that the learner starts at its floor (a memory read can do what a nearest-neighbour lookup
+does): the key also gets the input through a direct path and the value the delayed label, both initialised so that
+before meta-training the memory is a soft nearest-neighbour classifier over the support (``init_params``); the
+controller's own key and value start at zero and meta-training adds to them. With the paper's zero-knowledge start,
+cross-task meta-training on real text never left chance (AG News 4-way 8-shot, MiniLM: 0.31 on meta-validation
+episodes after 375 steps, where kNN-like reads reach 0.9).
+
 The support items are shown in order with their labels, one more step carries the last support label, and each query
 is then predicted from that state on its own, so a query's prediction depends neither on the other queries nor on
 their order. The network is a pure function of a flat parameter dict (one fused matmul for the LSTM gates, one for the
-memory heads), which keeps the many tiny per-step ops cheap. Inputs are PCA-whitened with the meta-training items
-(``input_dim`` directions, default 32) and jittered with Gaussian noise during meta-training, so LM hidden states and
-sentence embeddings reach the LSTM on the same scale and the controller cannot memorize individual training texts
-(see ``Whitened``).
+memory heads), which keeps the many tiny per-step ops cheap. Inputs are centred on the episode's support, PCA-whitened
+with the meta-training items (``input_dim`` directions) and jittered with Gaussian noise during meta-training, so LM
+hidden states and sentence embeddings reach the LSTM on the same scale (see ``Whitening``); training is early-stopped
+on meta-validation episodes.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from torch.nn import functional as F
 from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import Capabilities, MethodContext
 
-from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from
+from iclkit.baselines.common import Arrays, OuterLoop, Params, features_from, meta_options
 from iclkit.baselines.sequence import SequenceLearner, stacked
 
 
@@ -56,15 +63,40 @@ class State(NamedTuple):
     write_w: torch.Tensor  # [B, R, N]: this step's key writes, where the next step's value goes
 
 
+BETA0 = 10.0  # initial key strength: reads weigh support items by softmax(10 · cosine), a soft nearest-neighbour vote
+READ_SCALE = 10.0  # initial logit per unit of label mass read from memory
+WRITE_BIAS = -4.0  # initial write gate: sigmoid(-4) ≈ 0.02, so each item goes to a fresh (least-used) slot
+
+
 def init_params(shape: Shape, g: torch.Generator) -> Params:
-    """U(±1/sqrt(hidden)) like torch's LSTM, drawn from ``g``; forget-gate bias 1; the output layer starts at zero."""
+    """Initial weights that make the memory, before any meta-training, a soft nearest-neighbour classifier (MANN's
+    floor): the key of an item is its input (``key.input`` an identity, or a seeded Gaussian projection when the
+    widths differ), the value written next to it is its label (``value.label``: the one-hot label into the first
+    ``n_way`` value coordinates), reads are sharp (key strength ``BETA0``), writes go to fresh slots, and the output
+    layer turns the label mass a query reads into logits (``READ_SCALE``). The controller's contributions to keys and
+    values start at zero and are learned; the LSTM is U(±1/sqrt(hidden)) like torch's, forget-gate bias 1."""
     d, n, h, r, w = shape.dim, shape.n_way, shape.hidden, shape.heads, shape.width
+    if w < n:
+        raise ValueError(f"MANN's memory width ({w}) must hold the {n} classes' labels: raise mann_width")
     u = lambda *s: (torch.rand(*s, generator=g) * 2 - 1) / h ** 0.5  # noqa: E731
     bias = torch.zeros(4 * h)
     bias[h:2 * h] = 1.0
-    return {"lstm.weight": u(d + n + 2 * r * w + h, 4 * h), "lstm.bias": bias,
-            "heads.weight": u(h, 2 * r * w + 2 * r), "heads.bias": torch.zeros(2 * r * w + 2 * r),
-            "out.weight": torch.zeros(h + 2 * r * w, n), "out.bias": torch.zeros(n)}
+    heads_w = u(h, 2 * r * w + 2 * r)
+    heads_w[:, :r * w] = 0  # key from the controller: learned, from zero
+    heads_w[:, r * w + 2 * r:] = 0  # value from the controller: learned, from zero
+    heads_w[:, r * w:r * w + 2 * r] = 0  # key strength and write gate start at their biases
+    heads_b = torch.zeros(2 * r * w + 2 * r)
+    heads_b[r * w:r * w + r] = float(torch.log(torch.expm1(torch.tensor(BETA0 - 1))))  # softplus⁻¹(β₀ − 1)
+    heads_b[r * w + r:r * w + 2 * r] = WRITE_BIAS
+    key_input = (torch.eye(d, w) if d == w else torch.randn(d, w, generator=g) / w ** 0.5).repeat(1, r)
+    value_label = torch.eye(n, w).repeat(1, r)
+    out_w = torch.zeros(h + 2 * r * w, n)
+    for head in range(r):  # the label part of each head's read value → logits
+        start = h + head * 2 * w + w
+        out_w[start:start + n] = torch.eye(n) * READ_SCALE / r
+    return {"lstm.weight": u(d + n + 2 * r * w + h, 4 * h), "lstm.bias": bias, "heads.weight": heads_w,
+            "heads.bias": heads_b, "key.input": key_input, "value.label": value_label, "out.weight": out_w,
+            "out.bias": torch.zeros(n)}
 
 
 def initial_state(shape: Shape, batch: int, dtype: torch.dtype) -> State:
@@ -83,10 +115,10 @@ def step(shape: Shape, p: Params, x: torch.Tensor, prev_label: torch.Tensor,
     c = torch.sigmoid(f) * s.c + torch.sigmoid(i) * torch.tanh(g)
     h = torch.sigmoid(o) * torch.tanh(c)
     heads = torch.addmm(p["heads.bias"], h, p["heads.weight"])
-    key = torch.tanh(heads[:, :r * w]).view(-1, r, w)
+    key = (torch.tanh(heads[:, :r * w]) + x @ p["key.input"]).view(-1, r, w)
     beta = 1 + F.softplus(heads[:, r * w:r * w + r]).unsqueeze(-1)  # key strength ≥ 1
     alpha = torch.sigmoid(heads[:, r * w + r:r * w + 2 * r]).unsqueeze(-1)  # write gate: last reads vs least used
-    value = torch.tanh(heads[:, r * w + 2 * r:]).view(-1, r, w)
+    value = (torch.tanh(heads[:, r * w + 2 * r:]) + prev_label @ p["value.label"]).view(-1, r, w)
     # Read from the memory as it was before this step's write.
     keys = F.normalize(s.memory[..., :w], dim=-1, eps=1e-6)
     sim = F.normalize(key, dim=-1, eps=1e-6) @ keys.transpose(1, 2)  # [B, R, N]
@@ -156,7 +188,7 @@ class MANN(SequenceLearner):
 
     hidden: int = 64
     slots: int = 64
-    width: int = 32
+    width: int = 0  # memory key/value width; 0: the input's dimension, so the initial key is the input itself
     heads: int = 1
     loop: OuterLoop = OuterLoop(steps=400, lr=1e-2, meta_batch=32)
     name: str = "mann"
@@ -165,7 +197,10 @@ class MANN(SequenceLearner):
         return {"hidden": self.hidden, "slots": self.slots, "width": self.width, "heads": self.heads}
 
     def make_shape(self, dim: int) -> Shape:
-        return Shape(dim, self.n_way, self.hidden, self.slots, self.width, self.heads)
+        return Shape(dim, self.n_way, self.hidden, self.slots, self.width or max(dim, self.n_way), self.heads)
+
+    def own_space(self, trial: Any) -> dict[str, Any]:
+        return {"hidden": trial.suggest_categorical("hidden", [64, 128])}
 
     init_params = staticmethod(init_params)
     loss = staticmethod(episode_loss)
@@ -179,9 +214,11 @@ class MANN(SequenceLearner):
         return {**super().weights_config(shape), "memory": "key-value"}
 
 
-OPTIONS = OptionSpec(MANN, ("hidden", "slots", "width", "heads", "input_dim", "input_noise", "loop"), prefix="mann")
+OPTIONS = OptionSpec(MANN, ("hidden", "slots", "width", "heads", "input_dim", "input_noise", "whiten", "loop"),
+                     prefix="mann")
 
 
 @register("mann", options=OPTIONS, capabilities=Capabilities(order_sensitive=True))
 def _make(ctx: MethodContext) -> MANN:
-    return MANN(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **ctx.learner_options(OPTIONS))
+    return MANN(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **meta_options(ctx),
+                **ctx.learner_options(OPTIONS))

@@ -1,6 +1,6 @@
-"""What the sequence meta-learners (MANN, the in-context transformer) share: episodes stacked by shape, whitened and
-jittered inputs, and one learner class that meta-trains a pure function of a flat parameter dict and reads the
-support set in context at prediction time."""
+"""What the sequence meta-learners (MANN, the in-context transformer) share: episodes stacked by shape, projected and
+jittered inputs, and one learner class that meta-trains a pure function of a flat parameter dict (early-stopped on
+meta-validation episodes) and reads the support set in context at prediction time."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 
 from iclkit.learners.base import row_predictions
-from iclkit.metatrain import TrainingData, generator, label_index
+from iclkit.metatrain import TrainingData, generator, is_validation, label_index
 from iclkit.types import Episode, Example, Prediction
 
-from iclkit.baselines.common import Arrays, Featurizer, OuterLoop, Params, Whitened, meta_fit
+from iclkit.baselines.common import (Arrays, Center, Featurizer, Fitted, OuterLoop, Params, Bottleneck,
+                                     episode_arrays, meta_fit, normalized, support_center)
+from iclkit.baselines.search import SearchResult, tune
 
 
 def stacked(batch: Sequence[Arrays]) -> list[Arrays]:
@@ -27,14 +29,19 @@ def stacked(batch: Sequence[Arrays]) -> list[Arrays]:
 @dataclass
 class SequenceLearner:
     """Base of the learners that take the support set as input: subclasses define the network's shape and, as
-    functions of (shape, params, ...), its initial parameters, training loss and query logits; this class whitens the
+    functions of (shape, params, ...), its initial parameters, training loss and query logits; this class projects the
     inputs, jitters them during meta-training, runs the shared (cached) outer loop, and turns query logits into
     predictions."""
 
     featurize: Featurizer
     n_way: int = 0  # 0: taken from the meta-training episodes
-    input_dim: int = 32  # PCA-whitened input dimensions (see Whitened)
-    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (whitened units)
+    # principal directions of the inputs kept (see Bottleneck). 0, every direction: the one setting under which the
+    # projection provably changes no nearest neighbour, so the floor control knn-bottleneck equals kNN (a design
+    # argument, not a measurement on any evaluated task); smaller values are for --set meta_search to try.
+    input_dim: int = 0
+    input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (projected units)
+    whiten: bool = False  # scale every direction to unit variance (PCA whitening) instead of one global scale
+    center: Center = "support"
     loop: OuterLoop = OuterLoop()
     seed: int = 0
     cache: bool = True
@@ -43,7 +50,10 @@ class SequenceLearner:
     params: Params | None = field(default=None, repr=False)
     shape: Any = field(default=None, repr=False)  # the subclass's NamedTuple, set by meta_train
     trained_on: TrainingData | None = field(default=None, repr=False)
-    _inputs: Whitened | None = field(default=None, repr=False)
+    fitted: Fitted | None = field(default=None, repr=False)
+    search_trials: int = 0  # Optuna trials on meta-validation episodes before meta-training
+    searched: SearchResult | None = field(default=None, repr=False)
+    _inputs: Bottleneck | None = field(default=None, repr=False)
 
     # -- what a subclass defines -----------------------------------------------------------------------------------
 
@@ -65,20 +75,39 @@ class SequenceLearner:
         """The subclass's own settings, for ``describe`` and the weights key."""
         return {}
 
+    def space(self, trial: Any) -> dict[str, Any]:
+        """The search space (``iclkit.baselines.search``): the shared input settings and outer learning rate, plus
+        the subclass's own (``own_space``)."""
+        return {"input_dim": trial.suggest_categorical("input_dim", [0, 16, 32, 64, 128]),
+                "input_noise": trial.suggest_float("input_noise", 0.0, 1.0),
+                "loop.lr": trial.suggest_float("loop.lr", 1e-4, 3e-2, log=True), **self.own_space(trial)}
+
+    def own_space(self, trial: Any) -> dict[str, Any]:
+        return {}
+
     # -- shared ----------------------------------------------------------------------------------------------------
 
     def describe(self) -> Mapping[str, Any]:
         return {"method": self.name, **self.settings(), "input_dim": self.input_dim, "input_noise": self.input_noise,
-                "meta_train": vars(self.loop), "backbone": self.featurize.description, "features": self.featurize.key,
+                "inputs": "pca-whitened" if self.whiten else "pca-projection",
+                "center": self.center, "meta_train": vars(self.loop), "backbone": self.featurize.description,
+                "features": self.featurize.key,
+                **({"meta_val": self.fitted.to_dict()} if self.fitted and self.fitted.curve else {}),
+                **({"search": self.searched.to_dict()} if self.searched else {}),
                 **({"meta_train_data": self.trained_on.to_dict()} if self.trained_on else {})}
 
     def weights_config(self, shape: NamedTuple) -> dict[str, Any]:
-        return {**shape._asdict(), "inputs": "pca-whitened", "input_noise": self.input_noise}
+        return {**shape._asdict(), "inputs": "pca-whitened" if self.whiten else "pca-projection",
+                "input_dim": self.input_dim,
+                "input_noise": self.input_noise}
 
     def meta_train(self, episodes: Sequence[Episode]) -> None:
         self.n_way = self.n_way or len(episodes[0].labels)
-        self._inputs = inputs = Whitened.fit(self.featurize, episodes, self.input_dim)
-        self.shape = shape = self.make_shape(int(inputs.basis.shape[-1]))
+        tune(self, self.space, episodes)
+        train = [ep for ep in episodes if not is_validation(ep)]
+        self._inputs = inputs = Bottleneck.fit(episode_arrays(self.featurize, train, self.center), self.input_dim,
+                                               self.whiten)
+        self.shape = shape = self.make_shape(inputs.dim)
         noise = generator(self.seed, self.name, "input-noise")
 
         def loss(p: Params, batch: Sequence[Arrays]) -> torch.Tensor:
@@ -87,9 +116,18 @@ class SequenceLearner:
                 batch = [(jitter(xs), ys, jitter(xq), yq) for xs, ys, xq, yq in batch]
             return self.loss(shape, p, batch)
 
-        self.params = meta_fit(self.name, self.init_params(shape, generator(self.seed, self.name, "init")), loss,
-                               episodes, inputs, self.loop, self.seed, self.weights_config(shape), cache=self.cache,
-                               progress=self.progress)
+        def accuracy(p: Params, arrays: Sequence[Arrays]) -> float:
+            """Mean per-episode query accuracy, episodes of equal shape run as one batch."""
+            with torch.no_grad():
+                accs = [(self.query_logits(shape, p, xs, ys, xq).argmax(-1) == yq).float().mean(1)
+                        for xs, ys, xq, yq in stacked(arrays)]
+            return float(torch.cat(accs).mean())
+
+        self.fitted = meta_fit(self.name, self.init_params(shape, generator(self.seed, self.name, "init")), loss,
+                               episodes, self.featurize, self.loop, self.seed, self.weights_config(shape),
+                               center=self.center, accuracy=accuracy, inputs=inputs,
+                               cache=self.cache, progress=self.progress)
+        self.params = self.fitted.params
         self.trained_on = TrainingData.of(episodes) if self.loop.steps else None  # 0 steps: learned nothing
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "SequenceAdapted":
@@ -97,7 +135,20 @@ class SequenceLearner:
             raise RuntimeError(f"{self.name}: meta_train() must run before adapt()")
         if len(labels) != self.n_way:
             raise ValueError(f"{self.name} was meta-trained for {self.n_way}-way episodes, got {len(labels)} labels")
-        return SequenceAdapted(self, self._inputs(support), label_index(support, labels), tuple(labels))
+        xs = self.featurize(support)
+        c = support_center(xs, self.center)
+        return SequenceAdapted(self, self.view(xs, c), label_index(support, labels), tuple(labels), c)
+
+    def episode_inputs(self, episodes: Sequence[Episode]) -> list[Arrays]:
+        """What the network reads for each episode (normalised with its support, projected), with label indices."""
+        assert self._inputs is not None
+        w = self._inputs
+        return [(w(xs), ys, w(xq), yq) for xs, ys, xq, yq in episode_arrays(self.featurize, episodes, self.center)]
+
+    def view(self, x: torch.Tensor, center: torch.Tensor | None) -> torch.Tensor:
+        """What the network reads: the episode-normalised vector, projected."""
+        assert self._inputs is not None
+        return self._inputs(normalized(x, center))
 
 
 @dataclass(frozen=True)
@@ -108,12 +159,13 @@ class SequenceAdapted:
     support: torch.Tensor
     support_labels: torch.Tensor
     labels: tuple[str, ...]
+    center: torch.Tensor | None = None
 
     @torch.no_grad()
     def predict(self, queries: Sequence[Example]) -> list[Prediction]:
         m = self.learner
-        assert m.params is not None and m.shape is not None and m._inputs is not None
+        assert m.params is not None and m.shape is not None
         logits = m.query_logits(m.shape, m.params, self.support[None], self.support_labels[None],
-                                m._inputs(queries)[None])
+                                m.view(m.featurize(queries), self.center)[None])
         out = torch.log_softmax(logits[0], -1)
         return row_predictions(queries, self.labels, out)

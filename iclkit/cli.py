@@ -146,14 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--meta-train", metavar="PROTOCOL",
                    help="where meta-learners train: auto (default: class-split for tasks with >= 8 classes, else "
                         "cross-task), cross-task (other tasks, never the evaluated task's corpus), class-split "
-                        "(held-out classes are evaluated, the rest meta-trained on), in-task (the task's own classes)")
-    r.add_argument("--meta-train-tasks", help="cross-task sources, comma-separated (default: every registered "
-                                              "classification task outside the evaluated task's corpus)")
+                        "(held-out classes are evaluated, the rest meta-trained on), in-task (the task's own classes), "
+                        "self-supervised (SMLMT: masked-word tasks from unlabelled text)")
+    r.add_argument("--meta-train-tasks", help="cross-task (or self-supervised) sources, comma-separated (default: "
+                                              "every registered classification task outside the evaluated task's "
+                                              "corpus)")
     r.add_argument("--allow-same-corpus", action="store_true", default=None,
                    help="let --meta-train-tasks name a task from the evaluated task's corpus (e.g. sst5 for sst2)")
     r.add_argument("--meta-episodes", type=int, help="meta-training episodes per task and method")
     r.add_argument("--meta-pool", type=int, help="train texts per class that meta-training episodes draw from")
     r.add_argument("--meta-steps", type=int, help="outer-loop steps for maml/fomaml/mann/protonet-proj")
+    r.add_argument("--meta-val-episodes", type=int, help="meta-validation episodes from held-out meta-training data "
+                                                         "(early stopping and --meta-search; 0: none)")
+    r.add_argument("--meta-search", type=int, help="Optuna TPE trials per meta-learner on the meta-validation "
+                                                   "episodes (default 0: the learners' defaults)")
     r.add_argument("--prompt", help="prompt name(s) or .yaml file(s), comma-separated; each runs on the same episodes "
                                     "(default: every prompt the task lists, see `prompts:` in its file)")
     r.add_argument("--calibration", help="ICL outputs, comma-separated: none (raw), contextual, dcpmi, batch "

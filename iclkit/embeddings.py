@@ -184,16 +184,14 @@ Featurize = Callable[[Sequence[Example]], torch.Tensor]
 
 @dataclass(frozen=True)
 class Features:
-    """Example → vector for the baselines: cached embeddings, centred by a mean from the task's train split and
-    rescaled to norm sqrt(dim) (SimpleShot's CL2N; LM hidden states share a large common direction)."""
+    """Example → frozen vector for the baselines, from the cache. No statistic of any task is applied here: each
+    learner normalises an episode with that episode's own support (``iclkit.baselines.common.normalized``)."""
 
     cache: EmbeddingCache
-    center: torch.Tensor | None = None
 
     @property
     def key(self) -> str:
-        c = "none" if self.center is None else stable_hash([round(float(x), 5) for x in self.center[:64]])
-        return f"{self.cache.key}-{c}"
+        return self.cache.key
 
     @property
     def description(self) -> str:
@@ -201,15 +199,7 @@ class Features:
         return self.cache.encoder.description
 
     def __call__(self, examples: Sequence[Example]) -> torch.Tensor:
-        x = self.cache.embed([text_of(e) for e in examples])
-        if self.center is None:
-            return x
-        x = x - self.center
-        return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-8) * x.shape[-1] ** 0.5
-
-    def with_center(self, examples: Sequence[Example]) -> "Features":
-        """The same features, centred on the mean embedding of ``examples`` (unlabelled train texts)."""
-        return Features(self.cache, self.cache.embed([text_of(e) for e in examples]).mean(0))
+        return self.cache.embed([text_of(e) for e in examples])
 
 
 def encoder_for(embed: str, *, get_lm: Callable[[], Any] | None = None, layer: int = -1,

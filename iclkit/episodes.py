@@ -11,12 +11,12 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 from iclkit.errors import IclkitError
 from iclkit.files import write_jsonl
 from iclkit.data.spec import TaskData
-from iclkit.types import Episode, Example, content_key, episodes_hash
+from iclkit.types import Episode, Example, episodes_hash
 
 QueryBalance = Literal["balanced", "natural"]
 
@@ -34,6 +34,16 @@ class EpisodeConfig:
     # one query set per task, shared by every episode (a crossed design: iclkit.analysis.variance then separates
     # query difficulty from the demonstrations exactly); needs every episode to use all of the task's classes
     same_queries: bool = False
+
+
+def _near_duplicate_key() -> Callable[[Example], str]:
+    """The key a demonstration may not share with a query of its episode: ``iclkit.metatrain.text_key`` (case-folded,
+    letters and digits only), the same rule that keeps evaluation texts out of meta-training, so a query's
+    re-cased or re-punctuated twin ("What are the Twin Cities ?" / "What are the twin cities ?" in TREC) is never
+    one of its demonstrations. Imported here because metatrain imports torch and sampling does not need it."""
+    from iclkit.metatrain import text_key
+
+    return text_key
 
 
 def _by_label(examples: Iterable[Example]) -> dict[str, list[Example]]:
@@ -90,6 +100,7 @@ def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str
         raise IclkitError(f"n_way={n_way} but task {task.name!r} has {len(labels)}{where} labels", field="n_way")
     train = _by_label(task.train)
     test = _by_label(task.test)
+    key = _near_duplicate_key()
     k_max = max(config.shots)
     shared: list[Example] | None = None
     if config.same_queries:
@@ -107,10 +118,10 @@ def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str
                                                                 config.query_balance)
         if not query:
             raise IclkitError(f"task {task.name!r} has no test examples for labels {chosen}")
-        seen = {content_key(q) for q in query}
+        seen = {key(q) for q in query}
         orders: dict[str, list[Example]] = {}
         for lab in chosen:
-            pool = [e for e in train.get(lab, []) if content_key(e) not in seen]  # a demo never repeats a query
+            pool = [e for e in train.get(lab, []) if key(e) not in seen]  # a demo never repeats a query
             if len(pool) < k_max:
                 raise IclkitError(
                     f"class {lab!r} of task {task.name!r} has {len(pool)} usable train examples, fewer than k={k_max}",
@@ -127,14 +138,15 @@ def sample_episodes(task: TaskData, config: EpisodeConfig, classes: Sequence[str
 def _sample_open(task: TaskData, config: EpisodeConfig) -> list[Episode]:
     """Open-answer tasks: k random demonstrations, queries from test; no classes."""
     k_max = max(config.shots)
+    key = _near_duplicate_key()
     if len(task.train) < k_max:
         raise IclkitError(f"task {task.name!r} has {len(task.train)} train examples, fewer than k={k_max}")
     episodes = []
     for index in range(config.n_episodes):
         rng = random.Random(f"{config.seed}/{task.name}/{index}")
         query = rng.sample(list(task.test), min(config.n_query, len(task.test)))
-        seen = {content_key(q) for q in query}
-        demos = rng.sample([e for e in task.train if content_key(e) not in seen], k_max)
+        seen = {key(q) for q in query}
+        demos = rng.sample([e for e in task.train if key(e) not in seen], k_max)
         for k in sorted(config.shots):
             episodes.append(Episode(task=task.name, index=index, shots=k, seed=config.seed, labels=(),
                                     support=tuple(demos[:k]), query=tuple(query)))

@@ -35,7 +35,10 @@ _NOT_ALNUM = re.compile(r"[\W_]+")
 
 @dataclass(frozen=True)
 class MetaTrainConfig:
-    """How many training episodes, and their shape. ``pool_per_class`` caps the train texts that get embedded."""
+    """How many training episodes, and their shape. ``pool_per_class`` caps the train texts that get embedded.
+
+    ``n_val_episodes`` meta-validation episodes are drawn from data held out of the training pools (see
+    ``split_pools``); meta-learners early-stop and tune on them, never on the evaluated task."""
 
     n_episodes: int = 1000
     n_way: int = 2
@@ -43,6 +46,8 @@ class MetaTrainConfig:
     n_query: int = 8  # per class
     pool_per_class: int = 256
     seed: int = 0
+    n_val_episodes: int = 64
+    val_fraction: float = 0.25  # of the classes (or sources, or texts) held out for meta-validation
 
 
 def text_key(e: Example) -> str:
@@ -59,37 +64,54 @@ class TrainingData:
     n_episodes: int
     tasks: tuple[str, ...]
     classes: tuple[str, ...]
+    n_val_episodes: int = 0  # of n_episodes, the meta-validation ones
+    val_classes: tuple[str, ...] = ()  # classes of the meta-validation episodes
 
     @classmethod
     def of(cls, episodes: Sequence[Episode]) -> "TrainingData":
         texts = {(source_task(ep), content_key(e), e.label) for ep in episodes for e in (*ep.support, *ep.query)}
         classes = {f"{source_task(ep)}:{lab}" for ep in episodes for lab in ep.labels}
+        val = [ep for ep in episodes if is_validation(ep)]
         return cls(len(texts), len(episodes), tuple(sorted({source_task(ep) for ep in episodes})),
-                   tuple(sorted(classes)))
+                   tuple(sorted(classes)), len(val),
+                   tuple(sorted({f"{source_task(ep)}:{lab}" for ep in val for lab in ep.labels})))
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_texts": self.n_texts, "n_episodes": self.n_episodes, "tasks": list(self.tasks),
-                "classes": list(self.classes)}
+                "classes": list(self.classes), "n_val_episodes": self.n_val_episodes,
+                "val_classes": list(self.val_classes)}
+
+
+TRAIN_SUFFIX, VAL_SUFFIX = ":metatrain", ":metaval"
 
 
 def source_task(episode: Episode) -> str:
-    """The task a meta-training episode was drawn from."""
-    return episode.task.removesuffix(":metatrain")
+    """The task a meta-training (or meta-validation) episode was drawn from."""
+    return episode.task.removesuffix(TRAIN_SUFFIX).removesuffix(VAL_SUFFIX)
+
+
+def is_validation(episode: Episode) -> bool:
+    """A meta-validation episode: drawn from data held out of meta-training, used to early-stop and tune."""
+    return episode.task.endswith(VAL_SUFFIX)
+
+
+Pools = list[tuple[str, dict[str, list[Example]]]]  # (source name, class → usable examples)
 
 
 def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: MetaTrainConfig,
                   exclude: Iterable[Example] = (), exclude_text: Collection[str] = frozenset()) -> list[Episode]:
-    """Episodes from (task name, train examples) pairs; examples equal to any in ``exclude`` (``content_key``), or
-    whose ``text_key`` is in ``exclude_text``, are never used."""
+    """``config.n_episodes`` training episodes, then ``config.n_val_episodes`` meta-validation episodes
+    (task ``<source>:metaval``) from held-out data, drawn from (task name, train examples) pairs; examples equal to any
+    in ``exclude`` (``content_key``), or whose ``text_key`` is in ``exclude_text``, are never used."""
     banned = {content_key(e) for e in exclude}
     rng = random.Random(f"metatrain/{config.seed}")
-    pools: list[tuple[str, dict[str, list[Example]]]] = []
+    pools: Pools = []
+    need = max(config.shots) + config.n_query
     for name, examples in sources:
         by_label: dict[str, list[Example]] = {}
         for e in examples:
             if content_key(e) not in banned and not (exclude_text and text_key(e) in exclude_text):
                 by_label.setdefault(e.label, []).append(e)
-        need = max(config.shots) + config.n_query
         usable = {lab: rng.sample(v, min(len(v), config.pool_per_class)) for lab, v in sorted(by_label.items())
                   if len(v) >= need}
         if len(usable) >= config.n_way:
@@ -99,8 +121,49 @@ def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: Meta
                           f"{max(config.shots) + config.n_query} train examples each",
                           field="meta_train_tasks",
                           hint="use fewer shots or a smaller --n-way, or other --meta-train-tasks")
+    train, val = split_pools(pools, config, random.Random(f"metaval/{config.seed}")) if config.n_val_episodes \
+        else (pools, [])
+    episodes = _draw(train, config.n_episodes, config, rng, TRAIN_SUFFIX, start=0)
+    return episodes + _draw(val, config.n_val_episodes if val else 0, config, rng, VAL_SUFFIX, start=len(episodes))
+
+
+def split_pools(pools: Pools, config: MetaTrainConfig, rng: random.Random) -> tuple[Pools, Pools]:
+    """(training pools, meta-validation pools), seeded. In order of preference: hold out ``val_fraction`` of each
+    source's classes where both sides keep ``n_way`` (held-out classes: the validation measures learning new
+    classes, as the evaluation does); else hold out whole sources (at least one, leaving one for training); else
+    hold out ``val_fraction`` of every class's texts (one source with too few classes, e.g. a class-split). Empty
+    validation pools when none of these leaves enough data."""
+    n_way, need = config.n_way, max(config.shots) + config.n_query
+    train: Pools = []
+    val: Pools = []
+    for name, pool in pools:
+        labels = sorted(pool)
+        n_held = max(n_way, round(config.val_fraction * len(labels)))
+        if len(labels) - n_held >= n_way:
+            held = set(rng.sample(labels, n_held))
+            train.append((name, {k: v for k, v in pool.items() if k not in held}))
+            val.append((name, {k: v for k, v in pool.items() if k in held}))
+        else:
+            train.append((name, pool))
+    if val:
+        return train, val
+    if len(pools) >= 2:
+        n_held = min(len(pools) - 1, max(1, round(config.val_fraction * len(pools))))
+        held_names = set(rng.sample([name for name, _ in pools], n_held))
+        return [p for p in pools if p[0] not in held_names], [p for p in pools if p[0] in held_names]
+    name, pool = pools[0]
+    cut = {k: max(need, round(config.val_fraction * len(v))) for k, v in pool.items()}
+    if any(len(v) - cut[k] < need for k, v in pool.items()):
+        return pools, []
+    return [(name, {k: v[cut[k]:] for k, v in pool.items()})], [(name, {k: v[:cut[k]] for k, v in pool.items()})]
+
+
+def _draw(pools: Pools, n: int, config: MetaTrainConfig, rng: random.Random, suffix: str,
+          start: int) -> list[Episode]:
+    """``n`` episodes cycling over ``pools``: ``n_way`` random classes in a shuffled order (this episode's
+    class-to-index map), a random shot count of ``config.shots``, disjoint support and queries per class."""
     episodes = []
-    for index in range(config.n_episodes):
+    for index in range(start, start + n):
         name, pool = pools[index % len(pools)]
         labels = rng.sample(sorted(pool), config.n_way)  # shuffled order = this episode's class-to-index map
         shots = rng.choice(config.shots)
@@ -111,7 +174,7 @@ def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: Meta
             query += picked[shots:]
         rng.shuffle(support)
         rng.shuffle(query)
-        episodes.append(Episode(task=f"{name}:metatrain", index=index, shots=shots, seed=config.seed,
+        episodes.append(Episode(task=f"{name}{suffix}", index=index, shots=shots, seed=config.seed,
                                 labels=tuple(labels), support=tuple(support), query=tuple(query)))
     return episodes
 
@@ -141,12 +204,17 @@ def weights_dir(method: str, config: dict, train_hash: str, features_key: str) -
     return Path(cache_dir()) / "metatrained" / f"{method}-{key}"
 
 
-def load_weights(folder: Path) -> dict[str, torch.Tensor] | None:
-    """Saved weights, or None when this exact meta-training has not been done yet."""
+def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Saved weights and their config.json, or None when this exact meta-training has not been done yet."""
+    import json
+
     from safetensors.torch import load_file
 
     path = folder / "weights.safetensors"
-    return load_file(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    info = folder / "config.json"
+    return load_file(path), (json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {})
 
 
 def save_weights(folder: Path, weights: dict[str, torch.Tensor], info: dict) -> None:
@@ -176,7 +244,7 @@ def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTra
     shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
     n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
     config = MetaTrainConfig(n_episodes=options.meta_episodes, n_way=n_way, shots=shots, n_query=options.meta_query,
-                             pool_per_class=options.meta_pool, seed=seed)
+                             pool_per_class=options.meta_pool, seed=seed, n_val_episodes=options.meta_val_episodes)
     queries = [q for ep in evaluation for q in ep.query]
     if plan is None or plan.protocol == "in-task":
         return meta_episodes([(task.name, task.train)], config, exclude=queries)
@@ -186,6 +254,11 @@ def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTra
     if plan.protocol == "class-split":
         kept = set(plan.train_classes)
         sources = [(task.name, [e for e in task.train if e.label in kept])]
+    elif plan.protocol == "self-supervised":  # SMLMT: masked-word classes from unlabelled sentences
+        from iclkit.smlmt import SmlmtConfig, self_supervised_sources
+
+        sources = self_supervised_sources(plan, banned, key=text_key, named=bool(options.meta_train_tasks),
+                                          config=SmlmtConfig(min_count=max(shots) + options.meta_query, seed=seed))
     else:
         sources = _load_sources(plan, named=bool(options.meta_train_tasks))
     return meta_episodes(sources, config, exclude=[*queries, *(e for ep in evaluation for e in ep.support)],

@@ -1,7 +1,7 @@
 """Meta-training protocols: which tasks and classes a meta-learner may train on, decided per task before any
 evaluation episode is sampled, and every method's data budget as the outputs report it.
 
-Three protocols (``--meta-train``; ``MetaTrainOptions.meta_train``):
+Four protocols (``--meta-train``; ``MetaTrainOptions.meta_train``):
 
 - ``cross-task``: meta-train on other registered classification tasks (``--meta-train-tasks`` names them; by default
   every registered classification task), never on a task from the evaluated task's *corpus* (``corpus:`` in a task
@@ -12,6 +12,10 @@ Three protocols (``--meta-train``; ``MetaTrainOptions.meta_train``):
   the split changes the episodes whatever methods a run has (runs with and without meta-learners stay pairable).
 - ``in-task``: the evaluated task's own train split and classes (iclkit's behaviour before protocols existed), only
   when asked; every output names it.
+- ``self-supervised``: SMLMT (Bansal et al. 2020; ``iclkit.smlmt``): tasks built from *unlabelled* sentences by
+  masking a word, the class being the masked word; the sentences are the offline Lee background news corpus
+  (``SELF_SUPERVISED_CORPUS``, always) and the texts of the cross-task sources with their labels dropped (same
+  corpus rule; ``--meta-train-tasks`` names them). Only when asked.
 
 ``auto`` (the default) picks ``class-split`` when the task has at least ``CLASS_SPLIT_MIN_CLASSES`` classes and the
 split leaves at least ``n_way`` (default: ``n // 2``) classes on each side, else ``cross-task``: DBpedia's 14 classes
@@ -30,9 +34,10 @@ from iclkit.data.tasks import read_spec, registry, resolve_spec
 from iclkit.errors import IclkitError
 from iclkit.learners.options import MetaTrainOptions
 
-Protocol = Literal["cross-task", "class-split", "in-task"]
+Protocol = Literal["cross-task", "class-split", "in-task", "self-supervised"]
 NO_META_TRAINING = "none"  # the protocol a method that learned from no labelled text outside the episode reports
 CLASS_SPLIT_MIN_CLASSES = 8  # auto: fewer classes than this → cross-task (a 3 / 3 split of TREC is too thin)
+SELF_SUPERVISED_CORPUS = "lee-news"  # the offline unlabelled corpus of self-supervised meta-training (iclkit.smlmt)
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,10 @@ class MetaTrainPlan:
 
     ``eval_classes``: the classes evaluation episodes are drawn from (None: all of the task's).
     ``train_classes``: the evaluated task's classes meta-training may use (class-split: the others; in-task: all;
-    cross-task: none). ``sources``: the tasks meta-training may draw from (the budget says which it did use).
-    ``excluded``: registered classification tasks left out of cross-task meta-training, and why (same corpus).
+    cross-task and self-supervised: none). ``sources``: the tasks meta-training may draw from (self-supervised: the
+    unlabelled corpus first, then the tasks whose texts it reads without labels; the budget says which it did use).
+    ``excluded``: registered classification tasks left out of cross-task or self-supervised meta-training, and why
+    (same corpus).
     """
 
     task: str
@@ -65,15 +72,16 @@ def plan_for(task: TaskData, options: MetaTrainOptions, n_way: int | None, seed:
     """The protocol for ``task`` (None for open-answer tasks: no classes, nothing meta-trains on them).
 
     Fails, before any work, on a protocol that cannot be carried out: a class-split that leaves fewer than
-    ``n_way`` classes on a side, ``meta_train_tasks`` with a protocol other than cross-task, or a named task that
-    shares the evaluated task's corpus (without ``allow_same_corpus``)."""
+    ``n_way`` classes on a side, ``meta_train_tasks`` with a protocol other than cross-task or self-supervised, or a
+    named task that shares the evaluated task's corpus (without ``allow_same_corpus``). ``auto`` never picks
+    self-supervised."""
     spec = task.spec
     if spec.type == "generation":
         return None
     protocol = options.meta_train
-    if options.meta_train_tasks and protocol not in ("auto", "cross-task"):
-        raise IclkitError(f"meta_train_tasks names the tasks of --meta-train cross-task; it cannot go with "
-                          f"--meta-train {protocol}", field="meta_train_tasks",
+    if options.meta_train_tasks and protocol not in ("auto", "cross-task", "self-supervised"):
+        raise IclkitError(f"meta_train_tasks names the tasks of --meta-train cross-task (or self-supervised); it "
+                          f"cannot go with --meta-train {protocol}", field="meta_train_tasks",
                           hint="drop --meta-train-tasks, or use --meta-train cross-task")
     labels = tuple(task.labels)
     n_eval = len(labels) // 2
@@ -95,6 +103,12 @@ def plan_for(task: TaskData, options: MetaTrainOptions, n_way: int | None, seed:
         return MetaTrainPlan(spec.name, "class-split", spec.corpus_name, tuple(x for x in labels if x in held),
                              tuple(x for x in labels if x not in held), (spec.name,), split_seed)
     sources, excluded = cross_task_sources(spec, options.meta_train_tasks, options.allow_same_corpus)
+    if protocol == "self-supervised":  # masked-word classes: no source needs n_way classes of its own
+        if spec.corpus_name == SELF_SUPERVISED_CORPUS:
+            excluded = {**excluded, SELF_SUPERVISED_CORPUS: f"shares the corpus {spec.corpus_name}"}
+        else:
+            sources = (SELF_SUPERVISED_CORPUS, *sources)
+        return MetaTrainPlan(spec.name, "self-supervised", spec.corpus_name, None, (), sources, excluded=excluded)
     need = n_way or len(labels)
     sizes = [len(resolve_spec(name).labels) for name in sources]  # 0: labels read from the data, not declared
     if not any(n >= need or n == 0 for n in sizes):
@@ -139,6 +153,8 @@ def cross_task_sources(spec: TaskSpec, named: tuple[str, ...],
 def budget_fields(described: Mapping[str, Any], plan: MetaTrainPlan | None) -> dict[str, Any]:
     """What a method learned from outside the episode, as every output reports it: the protocol (``none`` when it
     meta-trained on nothing), the labelled texts, tasks and classes it meta-trained on, and the pretrained backbone.
+    Under self-supervised the texts are unlabelled sentences (each used once, with one word masked), the tasks the
+    sources they came from and the classes the masked words (``source:word``).
 
     The counts come from the method's own ``describe()`` (``meta_train_data``, written by the learner from the
     episodes it trained on), never from its name, so a meta-learner that skips training (ProtoNet without a

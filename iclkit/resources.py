@@ -40,6 +40,10 @@ PANG_LEE_POLARITY = Resource(
     "gensim", "4.4.0", "gensim/test/test_data/pang_lee_polarity.cor",
     "662c1b7c3bd0612eaaaf3f0c694cbd3897e30c0d87d2940b46c9fd0d15ed70c1",
 )
+LEE_BACKGROUND = Resource(  # 300 Australian news documents (Lee et al. 2005), one per line: SMLMT's offline text
+    "gensim", "4.4.0", "gensim/test/test_data/lee_background.cor",
+    "5d78d6dafd953bbf65797bef09a9ffb9ec430583381be705f8fd460000f370fb",
+)
 QUESTIONS_WORDS = Resource(
     "gensim", "4.4.0", "gensim/test/test_data/questions-words.txt",
     "8c29b3332afc46f3fb8be04cb5297bf96f39aa7131272dff57869b4485b22a36",

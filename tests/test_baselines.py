@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iclkit.baselines.bottleneck import Bottlenecked
 from iclkit.baselines.common import OuterLoop
 from iclkit.baselines.knn import KNN
 from iclkit.baselines.linear import Linear
@@ -20,13 +21,15 @@ CHANCE = 1 / 5
 
 LEARNERS = {
     "protonet": lambda f: ProtoNet(f),
-    "protonet-proj": lambda f: ProtoNet(f, projection_dim=16, loop=OuterLoop(100, 1e-2, 8), cache=False,
+    "protonet-proj": lambda f: ProtoNet(f, project=True, loop=OuterLoop(100, 1e-2, 8), cache=False,
                                         progress=False, name="protonet-proj"),
     "maml": lambda f: MAML(f, hidden=32, inner_lr=0.5, loop=OuterLoop(150, 3e-3, 4), cache=False, progress=False),
     "fomaml": lambda f: MAML(f, hidden=32, inner_lr=0.5, first_order=True, loop=OuterLoop(150, 3e-3, 4),
                              cache=False, progress=False, name="fomaml"),
     "knn": lambda f: KNN(f),
     "linear": lambda f: Linear(f),
+    "knn-bottleneck": lambda f: Bottlenecked(f, floor="knn", input_dim=8),
+    "protonet-bottleneck": lambda f: Bottlenecked(f, floor="protonet", input_dim=8, name="protonet-bottleneck"),
 }
 
 
@@ -68,6 +71,24 @@ def test_learns_5way_5shot_and_falls_to_chance_with_shuffled_labels(data, name):
     assert acc >= 0.9, f"{name}: {acc:.3f}"
     shuffled, lo, hi = mean_ci(episode_accuracies(learner, eps["shuffled"]))
     assert lo <= CHANCE <= hi, f"{name} with shuffled labels: {shuffled:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def test_bottleneck_controls_read_the_sequence_learners_inputs(data):
+    """knn-bottleneck is kNN on exactly the vectors MANN reads (support-centred, then the same projection)."""
+    from iclkit.baselines.common import OuterLoop as Loop
+    from iclkit.baselines.mann import MANN
+
+    lookup, eps = data
+    control = Bottlenecked(lookup, floor="knn", input_dim=8)
+    control.meta_train(eps["train"][:40])
+    mann = MANN(lookup, input_dim=8, hidden=8, slots=8, loop=Loop(steps=0), cache=False, progress=False)
+    mann.meta_train(eps["train"][:40])
+    for ep in eps["test"][:5]:
+        xs, ys, xq, _ = mann.episode_inputs([ep])[0]
+        by_hand = KNN(Lookup(vectors={e.id: v for e, v in zip((*ep.support, *ep.query), torch.cat([xs, xq]))}),
+                      center="none").adapt(ep.support, ep.labels).predict(ep.query)
+        assert [p.predicted for p in control.adapt(ep.support, ep.labels).predict(ep.query)] == [
+            p.predicted for p in by_hand]
 
 
 def test_adapt_returns_new_state_and_predictions_ignore_query_batching(data):

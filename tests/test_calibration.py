@@ -1,5 +1,7 @@
-"""Calibrated ICL: each formula against a hand computation, its invariants, the wiring in a real run (records,
-one scoring pass plus a few extra requests), and the direction of the effect where raw ICL collapses."""
+"""Calibrated ICL: each formula against a hand computation and an independent numpy reference (with the published
+form where variants disagree), the requests each calibration adds and where they sit in the prompt (shared, per-query
+and chat prompts, checked against request strings written here and a naive one-request-at-a-time scoring), the
+option combinations refused, and the direction of the effect where raw ICL collapses."""
 
 from __future__ import annotations
 
@@ -8,32 +10,76 @@ import random
 from collections import Counter
 from typing import Mapping, Sequence
 
+import numpy as np
 import pytest
+import torch
 
 import iclkit
 from iclkit.analysis.paired import compare
+from iclkit.cli import main
+from iclkit.data.tasks import load_task
+from iclkit.embeddings import EmbeddingCache, LMEncoder
+from iclkit.episodes import EpisodeConfig, sample_episodes
+from iclkit.errors import IclkitError
 from iclkit.learners import calibration as cal
 from iclkit.learners.base import argmax_label
+from iclkit.learners.icl import ICL, CachedEmbed
+from iclkit.lm.base import LoglikelihoodRequest
+from iclkit.prompts import load_prompt
 
 ln = math.log
 # A small fixed table: label log-likelihoods of three queries and of two content-free inputs, chosen so that every
 # normalised probability is a round number (q1: 0.75/0.25, q2: 0.5/0.5, q3: 0.25/0.75).
 Q = [{"a": ln(0.3), "b": ln(0.1)}, {"a": ln(0.2), "b": ln(0.2)}, {"a": ln(0.05), "b": ln(0.15)}]
-CF = [{"a": ln(0.6), "b": ln(0.2)}, {"a": ln(0.1), "b": ln(0.1)}]  # p = 0.75/0.25 and 0.5/0.5 → p_cf = 0.625/0.375
+# unnormalised label probabilities 0.6/0.2 and 0.1/0.1 (normalised: 0.75/0.25 and 0.5/0.5)
+CF = [{"a": ln(0.6), "b": ln(0.2)}, {"a": ln(0.1), "b": ln(0.1)}]
 
 
 def close(a: Mapping[str, float], b: Mapping[str, float], tol: float = 1e-12) -> bool:
     return set(a) == set(b) and all(abs(a[k] - b[k]) < tol for k in a)
 
 
-def test_contextual_by_hand():
-    assert close(cal.mean_probs(CF), {"a": 0.625, "b": 0.375})
-    # p(y|x) / p_cf(y): q1 → 0.75/0.625 = 1.2 and 0.25/0.375 = 2/3; q2 → 0.8 and 4/3
-    assert close(cal.contextual(Q[0], CF), {"a": ln(1.2), "b": ln(2 / 3)})
-    assert close(cal.contextual(Q[1], CF), {"a": ln(0.8), "b": ln(4 / 3)})
+def test_content_free_prior_averages_unnormalised_probabilities_by_hand():
+    # Zhao et al.'s get_p_content_free: mean of 0.6/0.2 and 0.1/0.1 is 0.35/0.15, normalised once: 0.7/0.3.
+    # (Normalising each input first would give the mean of 0.75/0.25 and 0.5/0.5: 0.625/0.375.)
+    assert close(cal.content_free_prior(CF), {"a": 0.7, "b": 0.3})
+    # p(y|x) / p_cf(y): q1 → 0.75/0.7 = 15/14 and 0.25/0.3 = 5/6; q2 → 5/7 and 5/3
+    assert close(cal.contextual(Q[0], CF), {"a": ln(15 / 14), "b": ln(5 / 6)})
+    assert close(cal.contextual(Q[1], CF), {"a": ln(5 / 7), "b": ln(5 / 3)})
     labels = ["a", "b"]
     assert argmax_label(Q[1], labels) == "a"  # a tie: the first label
     assert argmax_label(cal.contextual(Q[1], CF), labels) == "b"  # the prior favoured a, so the tie goes to b
+    # where the two averages disagree: p(y|x) = 0.65/0.35. Reference prior: 0.65/0.7 = 0.93 < 0.35/0.3 = 1.17 → b;
+    # per-input normalised prior: 0.65/0.625 = 1.04 > 0.35/0.375 = 0.93 → a
+    q = {"a": ln(0.13), "b": ln(0.07)}
+    assert argmax_label(cal.contextual(q, CF), labels) == "b"
+    assert argmax_label(cal.divide(q, {"a": 0.625, "b": 0.375}), labels) == "a"
+
+
+def test_content_free_prior_keeps_the_ratio_of_underflowing_probabilities():
+    # exp(−800) is 0 in float64; the first input's unnormalised probabilities are e^-800 · (1, 1/3), the second's
+    # e^-900 · (1, 1) (e^-100 times smaller): the mean is 0.75/0.25 up to 4e-44
+    tables = [{"a": -800.0, "b": -800.0 - ln(3)}, {"a": -900.0, "b": -900.0}]
+    assert close(cal.content_free_prior(tables), {"a": 0.75, "b": 0.25})
+
+
+def _random_tables(rng: random.Random, n: int, labels: Sequence[str]) -> list[dict[str, float]]:
+    return [{lab: rng.uniform(-12, -0.1) for lab in labels} for _ in range(n)]
+
+
+def _matrix(tables: Sequence[Mapping[str, float]], labels: Sequence[str]) -> np.ndarray:
+    return np.array([[t[lab] for lab in labels] for t in tables])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_content_free_prior_matches_numpy(seed: int):
+    rng = random.Random(seed)
+    labels = [f"l{i}" for i in range(rng.randint(2, 6))]
+    tables = _random_tables(rng, rng.randint(1, 4), labels)
+    mean = np.exp(_matrix(tables, labels)).mean(axis=0)  # the released code's np.mean(all_p_y, axis=0) ...
+    want = mean / mean.sum()  # ... then p_y / np.sum(p_y)
+    got = cal.content_free_prior(tables)
+    np.testing.assert_allclose([got[lab] for lab in labels], want, rtol=1e-12, atol=0)
 
 
 def test_dcpmi_by_hand():
@@ -41,19 +87,55 @@ def test_dcpmi_by_hand():
     assert close(cal.dcpmi(Q[0], domain), {"a": ln(0.6), "b": ln(2.0)})  # 0.3/0.5 and 0.1/0.05
 
 
-def test_batch_by_hand():
-    # the batch prior of q1 and q2 is (0.75 + 0.5) / 2 = 0.625 and 0.375: the same as p_cf above
+def test_batch_by_hand_two_labels():
+    # the batch prior of q1 and q2 is (0.75 + 0.5) / 2 = 0.625 and 0.375; calibrated: p(y|x) − p̂(y)
     assert close(cal.mean_probs(Q[:2]), {"a": 0.625, "b": 0.375})
     got = cal.batch(Q[:2])
-    assert close(got[0], {"a": ln(1.2), "b": ln(2 / 3)}) and close(got[1], {"a": ln(0.8), "b": ln(4 / 3)})
-    # all three queries: a uniform prior (0.5, 0.5), so only a constant is added: p(y|x) / 0.5
-    want = [{"a": ln(1.5), "b": ln(0.5)}, {"a": 0.0, "b": 0.0}, {"a": ln(0.5), "b": ln(1.5)}]
+    assert close(got[0], {"a": 0.125, "b": -0.125}) and close(got[1], {"a": -0.125, "b": 0.125})
+    # all three queries: a uniform prior (0.5, 0.5)
+    want = [{"a": 0.25, "b": -0.25}, {"a": 0.0, "b": 0.0}, {"a": -0.25, "b": 0.25}]
     assert all(close(c, w) for c, w in zip(cal.batch(Q), want))
     assert cal.batch([]) == []
 
 
-def _random_tables(rng: random.Random, n: int, labels: Sequence[str]) -> list[dict[str, float]]:
-    return [{lab: rng.uniform(-12, -0.1) for lab in labels} for _ in range(n)]
+# Three labels, four queries (log-likelihoods; the normalised p(y|x) in the comments), batch prior 0.5 / 0.4 / 0.1.
+THREE = [{"a": ln(0.1), "b": ln(0.3), "c": ln(0.1)},  # 0.2 / 0.6 / 0.2
+         {"a": ln(0.7), "b": ln(0.25), "c": ln(0.05)},  # 0.7 / 0.25 / 0.05
+         {"a": ln(0.05), "b": ln(0.045), "c": ln(0.005)},  # 0.5 / 0.45 / 0.05
+         {"a": ln(0.6), "b": ln(0.3), "c": ln(0.1)}]  # 0.6 / 0.3 / 0.1
+
+
+def test_batch_calibration_is_the_papers_additive_form_with_three_labels():
+    labels = ["a", "b", "c"]
+    prior = cal.mean_probs(THREE)
+    assert close(prior, {"a": 0.5, "b": 0.4, "c": 0.1})
+    want = [{"a": -0.3, "b": 0.2, "c": 0.1}, {"a": 0.2, "b": -0.15, "c": -0.05},
+            {"a": 0.0, "b": 0.05, "c": -0.05}, {"a": 0.1, "b": -0.1, "c": 0.0}]
+    got = cal.batch(THREE)
+    assert all(close(g, w) for g, w in zip(got, want)), got
+    assert [argmax_label(g, labels) for g in got] == ["b", "a", "b", "a"]
+    # dividing by the batch prior instead (the form iclkit used before) picks c for the first query:
+    # 0.2/0.1 = 2 > 0.6/0.4 = 1.5 > 0.2/0.5 = 0.4, where p − p̂ ranks b (+0.2) over c (+0.1)
+    assert argmax_label(cal.divide(THREE[0], prior), labels) == "c"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batch_calibration_matches_numpy_and_centres_every_label(seed: int):
+    rng = random.Random(seed)
+    labels = [f"l{i}" for i in range(rng.randint(2, 6))]
+    tables = _random_tables(rng, rng.randint(1, 16), labels)
+    s = _matrix(tables, labels)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    want = p - p.mean(axis=0)  # Zhou et al. Eq. 1-2
+    got = _matrix(cal.batch(tables), labels)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # each label's calibrated scores average to 0 over the episode (the ratio form's do not: its exp averages to 1)
+    assert np.abs(got.mean(axis=0)).max() < 1e-12
+    if len(labels) == 2:  # two labels: dividing by the prior picks the same label
+        prior = cal.mean_probs(tables)
+        assert [argmax_label(c, labels) for c in cal.batch(tables)] == \
+            [argmax_label(cal.divide(t, prior), labels) for t in tables]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -64,17 +146,6 @@ def test_uniform_content_free_prior_leaves_predictions_unchanged(seed: int):
     uniform = [{lab: -1.7 for lab in labels}]  # any constant: p_cf = 1/n for every label
     for q in queries:
         assert argmax_label(cal.contextual(q, uniform), labels) == argmax_label(q, labels)
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_batch_calibration_equalises_the_mean_label_probability(seed: int):
-    rng = random.Random(seed)
-    labels = [f"l{i}" for i in range(rng.randint(2, 6))]
-    queries = _random_tables(rng, rng.randint(1, 16), labels)
-    calibrated = cal.batch(queries)
-    # the calibrated probability p(y|x) / mean_x' p(y|x') has mean exactly 1 over the episode, for every label
-    means = {lab: sum(math.exp(c[lab]) for c in calibrated) / len(calibrated) for lab in labels}
-    assert all(abs(m - 1) < 1e-9 for m in means.values()), means
 
 
 SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, seed=1, prompt="sentiment", progress=False)
@@ -114,32 +185,134 @@ def test_queries_are_scored_once_and_calibration_adds_few_requests(counted):
     assert {r.continuation for r in premises} == {" negative", " positive"}
 
 
-def test_records_hold_raw_and_calibrated_scores_consistently(counted):
+CONTENT_FREE_CONTEXTS = {"Review: N/A\nSentiment:", "Review: \nSentiment:", "Review: [MASK]\nSentiment:"}
+
+
+def test_content_free_requests_continue_each_episode_prompt_in_the_query_slot(counted):
+    """Contextual calibration's extra requests: the content-free text where the query's text goes (same template,
+    same answer cue), after the same prefix the queries of the episode continue, with the same answer words."""
+    plain, _ = counted["plain"]
+    calibrated, _ = counted["calibrated"]
+    extra = [r for r in calibrated if r not in set(plain)]
+    cf = [r for r in extra if r.context != "Sentiment:"]  # the rest: DC-PMI's domain premise
+    assert {r.context for r in cf} == CONTENT_FREE_CONTEXTS
+    assert {r.continuation for r in cf} == {r.continuation for r in plain} == {" negative", " positive"}
+    assert {r.prefix for r in cf} == {r.prefix for r in plain}  # each episode's demonstrations, no other text
+    per_prefix = Counter(r.prefix for r in cf)
+    episodes_per_prefix = Counter(r.prefix for r in plain[::2 * 4])  # the first request of each episode
+    assert all(per_prefix[p] == n * 3 * 2 for p, n in episodes_per_prefix.items()), (per_prefix, episodes_per_prefix)
+
+
+def test_records_keep_raw_scores_and_name_each_calibration(counted):
     _, result = counted["calibrated"]
     by = {(r.method, r.episode_hash): r for r in result.results}
-    methods = {r.method for r in result.results}
-    assert methods == {"icl", "icl+contextual", "icl+dcpmi", "icl+batch"}
+    assert {r.method for r in result.results} == {"icl", "icl+contextual", "icl+dcpmi", "icl+batch"}
     for (method, h), r in by.items():
         if method == "icl":
             continue
         raw = by[("icl", h)]
         for p, q in zip(r.predictions, raw.predictions):
             assert close(p.extra["raw_scores"], {k: round(v, 6) for k, v in q.scores.items()}, 1e-9)
-        scores = [dict(q.scores) for q in raw.predictions]
-        if method == "icl+contextual":
-            expected = [cal.divide(s, p.extra["p_cf"]) for s, p in zip(scores, r.predictions)]
-        elif method == "icl+dcpmi":
-            expected = [cal.dcpmi(s, p.extra["domain_logprob"]) for s, p in zip(scores, r.predictions)]
-        else:
-            expected = cal.batch(scores)
-        for p, e in zip(r.predictions, expected):
-            assert close(p.scores, e, 1e-5)
-            assert p.predicted == argmax_label(e, r.labels) and p.correct == (p.predicted == p.gold)
+            assert p.correct == (p.predicted == p.gold) and p.predicted == argmax_label(p.scores, r.labels)
     manifest = result.manifest["methods"]
     assert manifest["sst2/icl+batch"]["transductive"] is True
     assert manifest["sst2/icl+contextual"]["transductive"] is False
     assert manifest["sst2/icl+dcpmi"]["domain_premise"] == "Sentiment:"
     assert manifest["sst2/icl+contextual"]["content_free"] == ["N/A", "", "[MASK]"]
+
+
+def naive_logprob(lm, r: LoglikelihoodRequest) -> float:
+    """The reference: one plain forward pass over the request's ids, log_softmax, gather (no cache, no batching)."""
+    ctx = lm.request_ids(r.prefix, r.context)
+    cont = lm.tokenize(r.continuation)
+    with torch.inference_mode():
+        logits = lm.model(torch.tensor([ctx + cont])).logits[0].float()
+    lp = torch.log_softmax(logits[len(ctx) - 1:-1], dim=-1)
+    return float(lp.gather(-1, torch.tensor(cont)[:, None]).sum())
+
+
+def test_contextual_calibration_with_similar_demonstrations(smol, data_dir, tmp_path, counting_lm):
+    """--demos similar: each query's own prompt gets its own content-free requests, and each query is calibrated by
+    the p_cf of its own prompt — checked against requests written here, scored one at a time, and the released
+    code's formula in numpy."""
+    prompt = load_prompt("sentiment")
+    ep = sample_episodes(load_task("sst2"), EpisodeConfig(shots=(2,), n_episodes=1, n_query=3, seed=2))[0]
+    lm = counting_lm(smol)
+    embed = CachedEmbed(EmbeddingCache(LMEncoder(smol), root=tmp_path, progress=False))
+    icl = ICL(lm=lm, prompt=prompt, demos="similar", demos_per_query=2, embed=embed,
+              calibrations=("none", "contextual", "dcpmi"))
+    out = icl.predict_outputs([(ep.support, ep.labels, ep.query)])[0]
+    words = {lab: f" {lab}" for lab in ep.labels}
+    prefixes = {}
+    for q in ep.query:
+        mine = [r for r in lm.requests if r.context == f"Review: {q.fields['text']}\nSentiment:"]
+        assert len({r.prefix for r in mine}) == 1 and {r.continuation for r in mine} == set(words.values())
+        prefixes[q.id] = mine[0].prefix
+    assert len(set(prefixes.values())) > 1, "the episode no longer gives its queries different prompts"
+    cf = [r for r in lm.requests if r.context in CONTENT_FREE_CONTEXTS]
+    assert Counter(r.prefix for r in cf) == {p: 3 * 2 for p in set(prefixes.values())}
+    p_cfs = set()
+    for q, pred in zip(ep.query, out["icl+contextual"]):
+        pre = prefixes[q.id]
+        unnorm = np.array([[math.exp(naive_logprob(smol, LoglikelihoodRequest(pre, ctx, words[lab])))
+                            for lab in ep.labels] for ctx in sorted(CONTENT_FREE_CONTEXTS)]).mean(axis=0)
+        p_cf = unnorm / unnorm.sum()
+        assert np.allclose([pred.extra["p_cf"][lab] for lab in ep.labels], p_cf, atol=1e-4), (pred.extra, p_cf)
+        raw = np.array([naive_logprob(smol, LoglikelihoodRequest(pre, f"Review: {q.fields['text']}\nSentiment:",
+                                                                 words[lab])) for lab in ep.labels])
+        p = np.exp(raw - raw.max())
+        p /= p.sum()
+        assert pred.predicted == ep.labels[int(np.argmax(p / p_cf))]
+        p_cfs.add(tuple(round(v, 3) for v in p_cf))
+    assert len(p_cfs) > 1  # one prior per prompt, not one per episode
+    with pytest.raises(IclkitError) as e:  # batch calibration would mix the queries' contexts
+        ICL(lm=lm, prompt=prompt, demos="similar", embed=embed, calibrations=("none", "batch"))
+    assert e.value.field == "demos"
+
+
+# SmolLM2-Instruct's chat template, written out: the default system turn, then the user turn, then the reply opens
+HEAD = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\n")
+TAIL = "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_calibration_under_chat_renders_every_request_like_the_query(smol, data_dir, counting_lm):
+    """--chat: the content-free inputs and the DC-PMI domain premise are chat-wrapped like the query, and every
+    answer is the bare label word the query's answer is (no leading space after the assistant header)."""
+    prompt = load_prompt("sentiment")
+    ep = sample_episodes(load_task("sst2"), EpisodeConfig(shots=(1,), n_episodes=1, n_query=2, seed=3))[0]
+    lm = counting_lm(smol)
+    icl = ICL(lm=lm, prompt=prompt, chat=True, calibrations=("none", "contextual", "dcpmi", "batch"))
+    out = icl.predict_outputs([(ep.support, ep.labels, ep.query)])[0]
+    demos = "".join(f"Review: {d.fields['text']}\nSentiment: {d.label}\n\n" for d in ep.support)
+    queries = {f"Review: {q.fields['text']}\nSentiment:{TAIL}" for q in ep.query}
+    cf_contexts = {c + TAIL for c in CONTENT_FREE_CONTEXTS}
+    by_context = Counter(r.context for r in lm.requests)
+    assert set(by_context) == queries | cf_contexts | {f"Sentiment:{TAIL}"}
+    assert {r.continuation for r in lm.requests} == set(ep.labels)  # "negative", "positive": as the query's
+    for r in lm.requests:
+        if r.context == f"Sentiment:{TAIL}":  # the domain premise alone, in the user turn
+            assert r.prefix == HEAD
+        else:  # queries and content-free inputs after the same demonstrations
+            assert r.prefix == HEAD + demos
+    domain = {lab: naive_logprob(smol, LoglikelihoodRequest(HEAD, f"Sentiment:{TAIL}", lab)) for lab in ep.labels}
+    for pred in out["icl+dcpmi"]:
+        assert close(pred.extra["domain_logprob"], domain, 1e-4)
+    assert len(out["icl+batch"]) == len(ep.query)  # random demonstrations share one prompt: batch is allowed
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["run", "--no-progress", "--episodes", "1", "--n-query", "2", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("demos", ["similar", "interleaved"])
+def test_batch_calibration_with_per_query_demonstrations_is_refused(tmp_path, capsys, demos):
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, "--task", "movie-sentiment", "--shots", "2", "--demos", demos,
+                        "--calibration", "none,batch", "--out", str(out))
+    assert code == 2 and "field 'demos'" in err and f"--demos {demos}" in err and "--calibration batch" in err, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 def test_calibration_lifts_macro_f1_where_raw_icl_collapses(smol, data_dir, monkeypatch):

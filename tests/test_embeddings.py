@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-import pytest
-
+from iclkit.baselines.common import normalized, support_center
 from iclkit.embeddings import MINILM_NAME, EmbeddingCache, Features, HFEncoder, LMEncoder, encoder_for, text_of
 from iclkit.errors import IclkitError
 from iclkit.lm.scorecache import CachedLM
@@ -43,16 +43,21 @@ def test_each_text_is_embedded_once_and_reused_from_disk(tmp_path):
     assert list((tmp_path / cache.key).glob("*.safetensors"))
 
 
-def test_features_join_input_fields_and_centre(tmp_path):
+def test_features_join_input_fields_and_centre_on_the_support(tmp_path):
     enc = CountingEncoder()
     feats = Features(EmbeddingCache(enc, tmp_path, progress=False))
     ex = Example("1", {"premise": "a b", "hypothesis": "c"}, "yes")
+    other = Example("2", {"premise": "aaaa", "hypothesis": "b"}, "no")
     assert text_of(ex) == "a b c"
-    centred = feats.with_center([ex, Example("2", {"premise": "aaaa", "hypothesis": "b"}, "no")])
-    out = centred([ex])
-    assert torch.allclose(out.norm(dim=-1), torch.tensor([3 ** 0.5]))
-    assert enc.seen == ["a b c", "aaaa b"]
-    assert feats.description == centred.description == "character counts"
+    raw = feats([ex, other])
+    assert enc.seen == ["a b c", "aaaa b"] and feats.description == "character counts"
+    # CL2N with the episode's own support mean: x − mean(support), rescaled to norm sqrt(dim)
+    c = support_center(raw, "support")
+    out = normalized(raw, c)
+    assert torch.allclose(c, raw.mean(0))
+    assert torch.allclose(out.norm(dim=-1), torch.full((2,), raw.shape[-1] ** 0.5))
+    assert torch.allclose(out[0], -out[1])  # two support items: opposite directions from their mean
+    assert support_center(raw, "none") is None and torch.equal(normalized(raw, None), raw)
 
 
 TEXTS = ["a short one", "a somewhat longer sentence about films", "ok"]

@@ -10,6 +10,7 @@ from iclkit.episodes import EpisodeConfig, read_episodes, sample_episodes, write
 from iclkit.errors import IclkitError
 from iclkit.data.spec import TaskData, TaskSpec
 from iclkit.data.tasks import load_task
+from iclkit.metatrain import text_key
 from iclkit.types import Example, content_key, episodes_hash
 
 
@@ -107,3 +108,32 @@ def test_content_key_is_what_an_example_says():
     assert content_key(a) == (("hypothesis", "h"), ("premise", "p"))
     assert content_key(Example("other-id", {"hypothesis": "h", "premise": "p"}, "no")) == content_key(a)
     assert content_key(Example("x1", {"premise": "p", "hypothesis": "h2"}, "yes")) != content_key(a)
+
+
+def test_a_query_never_has_its_near_duplicate_as_a_demonstration(data_dir):
+    """TREC's "What are the Twin Cities ?" (train, description) is the re-cased twin of test's "What are the twin
+    cities ?" (location): the same text to the model but not the same content key. In a task whose only query is
+    the twin and whose description pool is the Title-cased one plus three others, the 3-shot support must be the
+    three others, in every episode (drawn from the pool of four, the twin would be in about 3 of 4 supports)."""
+    trec = load_task("trec")
+    upper = next(e for e in trec.train if e.fields["text"] == "What are the Twin Cities ?")
+    lower = next(e for e in trec.test if e.fields["text"] == "What are the twin cities ?")
+    assert (upper.label, lower.label) == ("description", "location")  # a data fact: the twins disagree
+    assert content_key(upper) != content_key(lower) and text_key(upper) == text_key(lower)
+    train = [e for lab in trec.labels for e in [x for x in trec.train if x.label == lab and x != upper][:3]]
+    task = TaskData(trec.spec, (upper, *train), (lower,), "memory")
+    eps = sample_episodes(task, EpisodeConfig(shots=(3,), n_episodes=12, n_query=1, seed=0))
+    others = {e for e in train if e.label == "description"}
+    assert all(ep.query == (lower,) for ep in eps)
+    assert all({e for e in ep.support if e.label == "description"} == others for ep in eps)
+
+
+def test_open_answer_demonstrations_skip_a_query_near_duplicate():
+    spec = TaskSpec(name="capitals", type="generation", inputs=("text",), labels=(), prompt="default",
+                    sources=({"kind": "local"},))
+    twin = Example("train-0", {"text": "Capital of France?"}, "Paris")
+    train = (twin, *(Example(f"train-{i}", {"text": f"Capital of country {i}?"}, f"city {i}") for i in range(1, 4)))
+    query = Example("test-0", {"text": "capital of  france ?"}, "Paris")
+    eps = sample_episodes(TaskData(spec, train, (query,), "memory"),
+                          EpisodeConfig(shots=(3,), n_episodes=8, n_query=1))
+    assert all(set(ep.support) == set(train[1:]) for ep in eps)

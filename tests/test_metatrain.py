@@ -12,7 +12,9 @@ from iclkit.baselines.mann import MANN
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.learners import MetaTrainOptions
-from iclkit.metatrain import MetaTrainConfig, meta_episodes, training_episodes
+from iclkit.metatrain import (MetaTrainConfig, TrainingData, is_validation, meta_episodes, source_task,
+                             training_episodes)
+from iclkit.types import Example
 from iclkit.data.tasks import load_task
 
 
@@ -44,9 +46,42 @@ def test_train_split_episodes_never_hold_an_evaluation_query(trec):
 
 def test_cross_task_episodes_come_from_every_source(data_dir):
     sources = [(name, load_task(name).train) for name in ("agnews", "trec")]
-    eps = meta_episodes(sources, MetaTrainConfig(n_episodes=20, n_way=2, shots=(2,), n_query=3, pool_per_class=16))
-    assert {ep.task for ep in eps} == {"agnews:metatrain", "trec:metatrain"}
+    eps = meta_episodes(sources, MetaTrainConfig(n_episodes=20, n_way=2, shots=(2,), n_query=3, pool_per_class=16,
+                                                 n_val_episodes=8))
+    train = [ep for ep in eps if not is_validation(ep)]
+    val = [ep for ep in eps if is_validation(ep)]
+    assert len(train) == 20 and len(val) == 8
+    assert {ep.task for ep in train} == {"agnews:metatrain", "trec:metatrain"}
     assert all(len(ep.labels) == 2 and len(ep.support) == 4 and len(ep.query) == 6 for ep in eps)
+    # AG News (4 classes) and TREC (6) each hold out classes for meta-validation: never seen in training
+    seen = {(source_task(ep), lab) for ep in train for lab in ep.labels}
+    held = {(source_task(ep), lab) for ep in val for lab in ep.labels}
+    assert held and not held & seen
+    assert {t for t, _ in held} == {"agnews", "trec"}
+    data = TrainingData.of(eps)
+    assert data.n_val_episodes == 8 and set(data.val_classes) == {f"{t}:{lab}" for t, lab in held}
+
+
+def _pool(name, n_classes, per_class):
+    return (name, [Example(f"{name}/{c}/{i}", {"text": f"{name} {c} {i}"}, f"c{c}")
+                   for c in range(n_classes) for i in range(per_class)])
+
+
+def test_meta_validation_falls_back_to_held_out_sources_then_texts():
+    config = MetaTrainConfig(n_episodes=10, n_way=3, shots=(1,), n_query=2, n_val_episodes=6, pool_per_class=40)
+    # two sources with 3 classes each: no class can be spared, so one whole source is held out
+    eps = meta_episodes([_pool("a", 3, 20), _pool("b", 3, 20)], config)
+    train_tasks = {source_task(ep) for ep in eps if not is_validation(ep)}
+    val_tasks = {source_task(ep) for ep in eps if is_validation(ep)}
+    assert len(train_tasks) == len(val_tasks) == 1 and train_tasks != val_tasks
+    # one source with 3 classes: a quarter of every class's texts is held out
+    eps = meta_episodes([_pool("a", 3, 40)], config)
+    train_texts = {e.id for ep in eps if not is_validation(ep) for e in (*ep.support, *ep.query)}
+    val_texts = {e.id for ep in eps if is_validation(ep) for e in (*ep.support, *ep.query)}
+    assert val_texts and not train_texts & val_texts
+    # too few texts to hold any out: no meta-validation, the training episodes as before
+    eps = meta_episodes([_pool("a", 3, 4)], config)
+    assert len(eps) == 10 and not any(is_validation(ep) for ep in eps)
 
 
 @pytest.mark.parametrize("make", [

@@ -82,7 +82,8 @@ def test_cross_task_never_trains_on_an_evaluation_text_nor_on_the_corpus(data_di
     assert named is not None and named.sources == ("sst2",)
     evaluation = sample_episodes(movie, EpisodeConfig(shots=(1, 4), n_episodes=8, n_query=8))
     train = training_episodes(movie, evaluation, options, 0, named)
-    assert {ep.task for ep in train} == {"sst2:metatrain"}
+    # one 2-class source: a quarter of each class's texts is held out for meta-validation
+    assert {ep.task for ep in train} == {"sst2:metatrain", "sst2:metaval"}
     assert texts(items(train)).isdisjoint(texts(items(evaluation)))
     assert texts(items(train)).isdisjoint(texts([*movie.train, *movie.test]))
 

@@ -1,23 +1,30 @@
-"""Proto-MAML's head (Triantafillou et al. 2020): at 0 inner steps it is the nearest-prototype rule on the head's
-penultimate features (checked against a hand-written loop), and its meta-gradient, which flows through the
-prototypes, matches central finite differences."""
+"""Proto-MAML's head (Triantafillou et al. 2020): at 0 inner steps it is the nearest-prototype rule on the body's
+features h = x + W₂ relu(W₁ x + b₁) + b₂ (checked against a hand-written loop), and its meta-gradient, which flows
+through the prototypes, matches central finite differences."""
 
 from __future__ import annotations
 
 import torch
 
 from iclkit.baselines.common import OuterLoop
-from iclkit.baselines.maml import MAML, init_params, meta_loss, mlp, output_layer
+from iclkit.baselines.maml import MAML, init_params, meta_loss, network, output_layer
 from iclkit.baselines.synthetic import Lookup, gaussian_episodes
 
 
 def _hand_nearest_prototype(params, lookup, ep):
-    """Nearest class mean of relu(W x + b), squared Euclidean, in float64 Python loops; ties to the first label."""
-    w, b = params["0.weight"].double().tolist(), params["0.bias"].double().tolist()
+    """Nearest class mean of h = x + W₂ relu(W₁ x + b₁) + b₂ on the episode's support-centred, rescaled vectors
+    (CL2N), squared Euclidean, in float64 Python loops; ties to the first label."""
+    w1, b1 = params["0.fc1.weight"].double().tolist(), params["0.fc1.bias"].double().tolist()
+    w2, b2 = params["0.fc2.weight"].double().tolist(), params["0.fc2.bias"].double().tolist()
+    support = [lookup.vectors[e.id].double().tolist() for e in ep.support]
+    mean = [sum(col) / len(support) for col in zip(*support)]
 
     def h(example):
-        x = lookup.vectors[example.id].double().tolist()
-        return [max(0.0, sum(wi * xi for wi, xi in zip(row, x)) + bi) for row, bi in zip(w, b)]
+        x = [a - m for a, m in zip(lookup.vectors[example.id].double().tolist(), mean)]
+        norm = sum(a * a for a in x) ** 0.5
+        x = [a / norm * len(x) ** 0.5 for a in x]
+        r = [max(0.0, sum(wi * xi for wi, xi in zip(row, x)) + bi) for row, bi in zip(w1, b1)]
+        return [xi + sum(wi * ri for wi, ri in zip(row, r)) + bi for xi, row, bi in zip(x, w2, b2)]
 
     protos = {}
     for lab in ep.labels:
@@ -38,7 +45,8 @@ def test_proto_head_at_zero_inner_steps_is_the_nearest_prototype_rule():
     maml = MAML(lookup, hidden=12, inner_steps=0, loop=OuterLoop(4, 1e-2, 2), cache=False, progress=False)
     assert maml.head_init == "proto"  # the default
     maml.meta_train(train)  # a few outer steps, so the body is not its random init
-    assert maml.params is not None and not any(k.startswith("2.") for k in maml.params)  # only the body is learned
+    assert maml.params is not None and not any(k.startswith("1.") for k in maml.params)  # only the body is learned
+    assert maml.params["0.fc2.weight"].abs().max() > 0  # trained away from the identity body
     for ep in test:
         preds = maml.adapt(ep.support, ep.labels).predict(ep.query)
         for p, (nearest, dist) in zip(preds, _hand_nearest_prototype(maml.params, lookup, ep)):
@@ -51,8 +59,9 @@ def test_proto_head_at_zero_inner_steps_is_the_nearest_prototype_rule():
 
 def test_proto_meta_gradient_matches_finite_differences():
     g = torch.Generator().manual_seed(0)
-    head = mlp(4, 3, 2)
-    body = {k: v for k, v in init_params(head, g, torch.float64).items() if not k.startswith(output_layer(head))}
+    head = network(4, 3, 2)
+    body = {k: v if not k.startswith("0.fc2.") else 0.5 * torch.randn(v.shape, generator=g, dtype=torch.float64)
+            for k, v in init_params(head, g, torch.float64).items() if not k.startswith(output_layer(head))}
     batch = []
     for _ in range(2):
         xs = torch.randn(6, 4, generator=g, dtype=torch.float64)

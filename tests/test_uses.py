@@ -87,7 +87,7 @@ def test_icl_reports_label_reliance_and_permutation_indices(tmp_path):
 
 INVARIANT = {
     "protonet": lambda f: ProtoNet(f),
-    "protonet-proj": lambda f: ProtoNet(f, projection_dim=16, loop=OuterLoop(10, 1e-2, 4), cache=False,
+    "protonet-proj": lambda f: ProtoNet(f, project=True, loop=OuterLoop(10, 1e-2, 4), cache=False,
                                         progress=False, name="protonet-proj"),
     "knn": lambda f: KNN(f),
     "linear": lambda f: Linear(f),

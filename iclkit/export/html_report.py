@@ -15,6 +15,7 @@ from iclkit.analysis.paired import format_p
 from iclkit.analysis.summary import budget_text, spread_text
 from iclkit.export.formats import register_format
 from iclkit.export.leaderboard import Leaderboard
+from iclkit.export.meta_validation import meta_validation_section
 from iclkit.export.plots import render_plots, render_spread_plots
 from iclkit.export.uses_plot import render_uses_plots
 
@@ -335,15 +336,17 @@ header to sort.</p>
 <h2>Accuracy vs shots</h2>
 {_plots(lb)}
 <h2>Results</h2>
-<p class="muted">Meta-training data: the labelled texts a method learned from outside the episodes, and under which
-protocol (hover for its tasks and classes); ICL's model is only pretrained (its name is in the model column).</p>
+<p class="muted">Meta-training data: the labelled texts (self-supervised: unlabelled) a method learned from outside
+the episodes, and under which protocol (hover for its tasks and classes); ICL's model is only pretrained (its name
+is in the model column).</p>
 {_rows_table(lb)}
 <h2>Paired comparisons</h2>
 <p class="muted">Accuracy differences on the same episodes (matched by episode hash); p from a two-sided paired
 permutation test; unpaired: episodes only one of A and B ran, left out of the comparison. In parentheses: the
-labelled data each side meta-trained on outside the episodes (none, cross-task, class-split or in-task).</p>
+data each side meta-trained on outside the episodes (none, cross-task, class-split, in-task, or self-supervised:
+unlabelled texts).</p>
 {_comparisons_table(lb)}
-{_calibration_section(lb)}{_spread_section(lb)}{_uses_section(lb)}<script>{_JS}</script>
+{meta_validation_section(lb)}{_calibration_section(lb)}{_spread_section(lb)}{_uses_section(lb)}<script>{_JS}</script>
 </body></html>
 """
 

@@ -70,6 +70,7 @@ class Leaderboard:
     prompts: tuple[Mapping[str, Any], ...] = ()  # per-prompt rows of cells run under several prompts
     calibration: tuple[Mapping[str, Any], ...] = ()  # calibrated outputs vs their raw output, same run
     uses: Mapping[str, Any] = field(default_factory=dict)  # label probes, orders, variance rows of every run
+    meta_training: tuple[Mapping[str, Any], ...] = ()  # each meta-learner's meta-validation curve and search
 
     def metric_names(self) -> list[str]:
         """Names of the users' own metrics that any row carries, sorted."""
@@ -81,7 +82,8 @@ class Leaderboard:
                 "rows": [dict(r) for r in self.rows], "comparisons": [dict(c) for c in self.comparisons],
                 **({"prompts": [dict(r) for r in self.prompts]} if self.prompts else {}),
                 **({"calibration": [dict(r) for r in self.calibration]} if self.calibration else {}),
-                **({"uses": {k: [dict(r) for r in v] for k, v in self.uses.items()}} if self.uses else {})}
+                **({"uses": {k: [dict(r) for r in v] for k, v in self.uses.items()}} if self.uses else {}),
+                **({"meta_training": [dict(r) for r in self.meta_training]} if self.meta_training else {})}
 
 
 def _read_json(path: Path) -> Any:
@@ -225,6 +227,25 @@ def _calibration(runs: Sequence[Run], seed: int) -> list[dict[str, Any]]:
     return out
 
 
+def _meta_training(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Every meta-learner's meta-validation record from its run's manifest: the accuracy curve on meta-validation
+    episodes (step 0 = the untrained learner, its floor), the step kept, and the hyperparameter search if one ran."""
+    out = []
+    for run in runs:
+        for key, described in sorted(run.manifest.get("methods", {}).items()):
+            if not isinstance(described, Mapping) or not (described.get("meta_val") or described.get("search")):
+                continue
+            task, method = key.split("/", 1)
+            data = described.get("meta_train_data") or {}
+            out.append({"model": run.model_of(task, method), "task": task, "method": method,
+                        "curve": (described.get("meta_val") or {}).get("curve", []),
+                        "best_step": (described.get("meta_val") or {}).get("best_step"),
+                        "n_val_episodes": data.get("n_val_episodes", 0),
+                        "val_classes": data.get("val_classes", []),
+                        **({"search": described["search"]} if described.get("search") else {}), "run": run.name})
+    return out
+
+
 def _plugin_columns(run: Run, metrics: Sequence[Any], seed: int) -> dict[tuple[str, str, int], dict[str, Any]]:
     from iclkit.analysis.metrics_plugins import compute
 
@@ -282,4 +303,5 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
     uses = {k: [{"model": run.model_of(r["task"], r["method"]), **r, "run": run.name} for run in runs
                 for r in run.uses.get(k, [])] for k in USES_KEYS}
     return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)), tuple(prompts),
-                       tuple(_calibration(runs, seed)), {k: v for k, v in uses.items() if v})
+                       tuple(_calibration(runs, seed)), {k: v for k, v in uses.items() if v},
+                       tuple(_meta_training(runs)))

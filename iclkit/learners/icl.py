@@ -9,7 +9,7 @@ support examples each query's prompt shows, and in what order (``iclkit.learners
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from iclkit.errors import IclkitError
@@ -65,6 +65,9 @@ class ICL:
     content_free: tuple[str, ...] = cal.DEFAULT_CONTENT_FREE
     embed: Embed | None = None
     name: str = NAME
+
+    def __post_init__(self) -> None:
+        check_shared_context(self.calibrations, self.demos)
 
     def outputs(self) -> tuple[str, ...]:
         """The method names this instance produces, in the order of ``calibrations``."""
@@ -125,12 +128,22 @@ class ICL:
         return self.episode_batch or (16 if self.lm.device.startswith("cuda") else 1)
 
 
+def premise_prompt(prompt: PromptTemplate) -> PromptTemplate:
+    """``prompt`` with its domain premise as the whole example template and no instruction: rendered with no
+    demonstrations it gives the premise in the query's place, in the same surface form as a query (the same target
+    spacing, and under ``--chat`` the same chat wrapper), as DC-PMI compares the two (Holtzman et al. 2021)."""
+    literal = prompt.premise().replace("{", "{{").replace("}", "}}")
+    return replace(prompt, template=literal, instruction="")
+
+
 @dataclass(frozen=True)
 class Scoring:
     """One episode's requests in one list: (query, label) query-major; then, for contextual calibration, per
     distinct prompt prefix (``cf_prefixes``) and content-free input, one per label (same prefix string as the
-    queries, so the LM continues the same cached demonstrations); then, for DC-PMI, one per label after the domain
-    premise alone. ``extra_tokens``: prefix tokens scored beyond one shared prefix (None with ``demos='random'``)."""
+    queries, so the LM continues the same cached demonstrations, and the content-free text in the query's fields);
+    then, for DC-PMI, one per label after the domain premise alone, rendered as a query would be
+    (``premise_prompt``). ``extra_tokens``: prefix tokens scored beyond one shared prefix (None with
+    ``demos='random'``)."""
 
     queries: tuple[Example, ...]
     prefixes: tuple[str, ...]  # each query's prompt prefix
@@ -159,8 +172,8 @@ class ICLAdapted:
         qv = self.learner.embed(queries)
         return [similar(self.demos, self.vectors, qv[i], self.learner.demos_per_query) for i in range(len(queries))]
 
-    def _render(self, demos: Sequence[Example], query: Example) -> Rendered:
-        p = self.learner.prompt
+    def _render(self, demos: Sequence[Example], query: Example, prompt: PromptTemplate | None = None) -> Rendered:
+        p = prompt or self.learner.prompt
         if self.learner.chat:
             return p.render_chat(demos, query, self.labels, self.learner.lm.apply_chat_template)
         return p.render(demos, query, self.labels)
@@ -195,8 +208,8 @@ class ICLAdapted:
                                                                    self.labels[0])))
         domain_at = len(reqs)
         if "dcpmi" in ln.calibrations and queries:
-            conts = rendered[0].continuations
-            reqs += [LoglikelihoodRequest("", ln.prompt.premise(), conts[lab]) for lab in self.labels]
+            reqs += self._requests(self._render((), Example("domain-premise", {}, self.labels[0]),
+                                                premise_prompt(ln.prompt)))
         extra = None
         if ln.demos != "random" and queries and self.demos:
             shared = self._render(self.demos, queries[0]).prefix
@@ -227,8 +240,8 @@ class ICLAdapted:
                 p_cf = {}
                 for i, prefix in enumerate(sc.cf_prefixes):
                     block = results[sc.cf_at + i * size: sc.cf_at + (i + 1) * size]
-                    p_cf[prefix] = cal.mean_probs([{lab: self._score(r) for lab, r in zip(labels, block[j:j + n])}
-                                                   for j in range(0, size, n)])
+                    tables = [{lab: self._score(r) for lab, r in zip(labels, block[j:j + n])} for j in range(0, size, n)]
+                    p_cf[prefix] = cal.content_free_prior(tables)
                 preds = [classification_prediction(q, labels, cal.divide(s, p_cf[pre]),
                                                    {**b, "raw_scores": _rounded(s), "p_cf": _rounded(p_cf[pre])})
                          for q, s, b, pre in zip(sc.queries, scores, base, sc.prefixes)]
@@ -291,6 +304,19 @@ def _embedder(ctx: MethodContext) -> CachedEmbed:
     return CachedEmbed(cache)
 
 
+def check_shared_context(calibrations: Sequence[str], demos: str) -> None:
+    """Refuse batch calibration with per-query demonstrations: Zhou et al.'s prior is one mean over queries that
+    share one context; with ``similar``/``interleaved`` demonstrations it would mix contexts (and a mean over the
+    queries of one prompt is, with ``similar``, one query's own probabilities: every calibrated score 0)."""
+    shared = [c for c in calibrations if c in cal.SHARED_CONTEXT]
+    if shared and demos != "random":
+        raise IclkitError(f"--calibration {shared[0]} estimates one label prior per episode from queries that share "
+                          f"one prompt, but --demos {demos} gives each query its own demonstrations",
+                          field="demos", hint=f"use --demos random with --calibration {shared[0]}, or leave "
+                                              f"{shared[0]} out (contextual calibration estimates its prior per "
+                                              "prompt)")
+
+
 def _check(ctx: MethodContext, prompt: PromptTemplate, calibrations: Sequence[str], demos: str,
            demos_per_query: int) -> None:
     """Options no episode of the run can satisfy, refused before anything runs (and before the model loads)."""
@@ -304,6 +330,7 @@ def _check(ctx: MethodContext, prompt: PromptTemplate, calibrations: Sequence[st
         raise IclkitError(f"{m} demonstrations per query, but the smallest support set of the run holds {min(sizes)}",
                           field="demos_per_query", hint="every method sees the same support set; ask for at most "
                                                         "its size, or for more shots")
+    check_shared_context(calibrations, demos)
     if "dcpmi" in calibrations and not prompt.premise().strip():
         raise IclkitError(f"prompt {prompt.name!r} has no answer cue after its last field, so DC-PMI has no domain "
                           "premise", file=prompt.file, field="domain_premise",

@@ -20,7 +20,7 @@ from iclkit.errors import IclkitError
 
 T = TypeVar("T")
 _LOOP_FIELDS = ("steps", "lr", "meta_batch")
-MetaProtocol = Literal["auto", "cross-task", "class-split", "in-task"]
+MetaProtocol = Literal["auto", "cross-task", "class-split", "in-task", "self-supervised"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class FeatureOptions:
     embed: str = "lm"  # 'lm' (the run's causal LM), 'minilm', or a HF encoder id / folder
     embed_layer: int = -1  # hidden-state layer for embed='lm' (0 = token embeddings, -1 = last)
     pooling: Literal["mean", "last"] = "mean"
-    center_texts: int = 256  # unlabelled train texts whose mean embedding centres the space (SimpleShot's CL2N)
+    center: Literal["support", "none"] = "support"  # each episode centred on its own support mean (CL2N), or raw
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,19 @@ class MetaTrainOptions:
     """Where meta-training episodes come from and how many; the outer-loop budget shared by meta-learners.
 
     ``meta_train`` is the protocol (``iclkit.protocols``): ``auto`` splits the task's classes when it has enough of
-    them, else meta-trains on other tasks; ``in-task`` (the evaluated task's own classes) only when asked.
+    them, else meta-trains on other tasks; ``in-task`` (the evaluated task's own classes) and ``self-supervised``
+    (masked-word tasks from unlabelled text, ``iclkit.smlmt``) only when asked.
     """
 
     meta_train: MetaProtocol = "auto"
-    meta_train_tasks: tuple[str, ...] = ()  # cross-task sources (empty: every registered task outside the corpus)
+    meta_train_tasks: tuple[str, ...] = ()  # cross-task / self-supervised sources (empty: all outside the corpus)
     allow_same_corpus: bool = False  # let meta_train_tasks name a task of the evaluated task's corpus
     class_split_seed: int | None = None  # seed of the class-split (None: the run's seed)
     meta_episodes: int = 1000
     meta_pool: int = 256  # train texts per class that meta-training episodes draw from
     meta_query: int = 8  # queries per class in a meta-training episode
+    meta_val_episodes: int = 64  # meta-validation episodes from held-out classes / sources (early stopping, search)
+    meta_search: int = 0  # Optuna TPE trials per meta-learner on meta-validation episodes (0: the learner's defaults)
     meta_steps: int | None = None  # outer-loop steps for every meta-learner (None: each learner's own)
     meta_lr: float | None = None
     meta_batch: int | None = None

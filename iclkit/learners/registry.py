@@ -41,6 +41,8 @@ _ENTRIES: Registry[Entry] = Registry("method", "methods", {
     "knn": "iclkit.baselines.knn",
     "linear": "iclkit.baselines.linear",
     "transformer": "iclkit.baselines.transformer",
+    "knn-bottleneck": "iclkit.baselines.bottleneck",
+    "protonet-bottleneck": "iclkit.baselines.bottleneck",
 })
 
 

@@ -23,8 +23,6 @@ from iclkit.lm.weights import resolve, weights_hash
 # Rows per batch when batch_size=0 (automatic); on CUDA a call halves it on each out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}
 TOKENS_PER_ROW = 1024  # padded-token budget per row: long prompts get fewer rows per batch
-# Rows per hidden-state batch at most: the forward pass keeps every layer's states, not one row of logits.
-HIDDEN_ROWS = 16
 
 
 class HFCausalLM:
@@ -105,11 +103,17 @@ class HFCausalLM:
     @torch.inference_mode()
     def hidden_states(self, texts: Sequence[str], *, layer: int = -1, pooling: Pooling = "mean",
                       max_tokens: int = 256) -> torch.Tensor:
-        """Layer ``layer`` of the transformer without its LM head, pooled per text: [len(texts), dim] float32 CPU."""
+        """Layer ``layer`` of the transformer without its LM head, pooled per text: [len(texts), dim] float32 CPU.
+
+        One forward pass over the texts' tokens in length-bucketed batches of ``batch_size`` rows (the scorer's), and
+        no more: ``iclkit.lm.hidden`` keeps only the layer asked for and stops the pass after it. The texts are
+        tokenized in one call, outside the prefix memo (each text is embedded once; prefixes repeat).
+        """
         n_layers = int(self.model.config.num_hidden_layers)
         if not -n_layers - 1 <= layer <= n_layers:
             raise IclkitError(f"layer {layer} out of range for a {n_layers}-layer model", field="embed_layer")
-        seqs = [(self.lead + self.tokenize(t))[:max_tokens] or [self.pad_id] for t in texts]
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        seqs = [(self.lead + list(ids))[:max_tokens] or [self.pad_id] for ids in encoded]
         body = getattr(self.model, "base_model", self.model)  # no LM head: no vocabulary-sized logits
         out: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
 
@@ -118,7 +122,7 @@ class HFCausalLM:
             for row, i in enumerate(batch):
                 out[i] = vecs[row]
 
-        run_batched(run, range(len(seqs)), [len(s) for s in seqs], min(self.batch_size, HIDDEN_ROWS), TOKENS_PER_ROW)
+        run_batched(run, range(len(seqs)), [len(s) for s in seqs], self.batch_size, TOKENS_PER_ROW)
         return torch.stack(out) if out else torch.zeros(0, int(self.model.config.hidden_size))
 
     def _check_length(self, n: int) -> None:

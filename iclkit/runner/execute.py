@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from iclkit import learners
 from iclkit.analysis.paired import COMPARISON_VERSION, compare, comparison_table
-from iclkit.analysis.summary import SUMMARY_VERSION, markdown_table, prompt_rows, records, summarize
+from iclkit.analysis.summary import SUMMARY_VERSION, budget_text, markdown_table, prompt_rows, records, summarize
 from iclkit.analysis.uses import uses_summary, uses_tables
 from iclkit.data.tasks import TaskData, load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes, write_episodes
@@ -56,21 +56,26 @@ class RunResult:
         if self.comparison:
             text += (f"\n\nPaired difference vs {self.config.reference} (same episodes):\n\n"
                      + comparison_table(self.comparison))
-        used = sorted({(task, b["meta_train"], tuple(b["meta_tasks"])) for (task, _), b in self.budgets.items()
-                       if b["meta_train"] != NO_META_TRAINING})
+        used = sorted({(task, b["meta_train"], tuple(b["meta_tasks"]),
+                        budget_text(b) if b["meta_train"] == "self-supervised" else "")  # its counts: per method
+                       for (task, _), b in self.budgets.items() if b["meta_train"] != NO_META_TRAINING})
         if used:
             plans = self.manifest.get("meta_training", {})
             lines = []
-            for task, protocol, sources in used:
+            for task, protocol, sources, counted in used:
                 plan = plans.get(task) or {}
-                if protocol == "class-split":
+                left_out = ", ".join(f"{k} ({v})" for k, v in plan.get("excluded", {}).items()
+                                     if protocol in ("cross-task", "self-supervised"))
+                left_out = f"; left out: {left_out}" if left_out else ""
+                if protocol == "self-supervised":
+                    lines.append(f"- {task}: {counted}{left_out}")
+                elif protocol == "class-split":
                     lines.append(f"- {task}: class-split: meta-trained on {', '.join(plan.get('train_classes', []))}; "
                                  f"every method evaluated on {', '.join(plan.get('eval_classes') or [])}")
                 else:
-                    left_out = ", ".join(f"{k} ({v})" for k, v in plan.get("excluded", {}).items())
-                    lines.append(f"- {task}: {protocol} on {', '.join(sources)}"
-                                 + (f"; left out: {left_out}" if left_out and protocol == "cross-task" else ""))
-            text += "\n\nMeta-training data (labelled texts outside the episodes; manifest.json has it all):\n"
+                    lines.append(f"- {task}: {protocol} on {', '.join(sources)}{left_out}")
+            text += ("\n\nMeta-training data (texts outside the episodes, labelled unless self-supervised; "
+                     "manifest.json has it all):\n")
             text += "\n".join(lines)
         if self.manifest.get("shots_auto"):
             text += f"\n\nShots sized to the model's context window (--shots {self.config.auto_shots}):\n"
