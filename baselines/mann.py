@@ -106,16 +106,24 @@ def initial_state(shape: Shape, batch: int, dtype: torch.dtype) -> State:
                  dtype=dtype), z(batch, r, n), z(batch, n), z(batch, r, 2 * shape.width), z(batch, r, n))
 
 
+def controller(shape: Shape, p: Params, x: torch.Tensor, prev_label: torch.Tensor, reads: torch.Tensor,
+               h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The LSTM step and its read key: (h, c, head outputs, key [B, R, W])."""
+    r, w = shape.heads, shape.width
+    gates = torch.addmm(p["lstm.bias"], torch.cat([x, prev_label, reads.flatten(1), h], -1), p["lstm.weight"])
+    i, f, g, o = gates.chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    heads = torch.addmm(p["heads.bias"], h, p["heads.weight"])
+    key = (torch.tanh(heads[:, :r * w]) + x @ p["key.input"]).view(-1, r, w)
+    return h, c, heads, key
+
+
 def step(shape: Shape, p: Params, x: torch.Tensor, prev_label: torch.Tensor,
          s: State) -> tuple[torch.Tensor, State]:
     """One time step: logits for x and the next state."""
     r, w = shape.heads, shape.width
-    gates = torch.addmm(p["lstm.bias"], torch.cat([x, prev_label, s.reads.flatten(1), s.h], -1), p["lstm.weight"])
-    i, f, g, o = gates.chunk(4, -1)
-    c = torch.sigmoid(f) * s.c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    heads = torch.addmm(p["heads.bias"], h, p["heads.weight"])
-    key = (torch.tanh(heads[:, :r * w]) + x @ p["key.input"]).view(-1, r, w)
+    h, c, heads, key = controller(shape, p, x, prev_label, s.reads, s.h, s.c)
     beta = 1 + F.softplus(heads[:, r * w:r * w + r]).unsqueeze(-1)  # key strength ≥ 1
     alpha = torch.sigmoid(heads[:, r * w + r:r * w + 2 * r]).unsqueeze(-1)  # write gate: last reads vs least used
     value = (torch.tanh(heads[:, r * w + 2 * r:]) + prev_label @ p["value.label"]).view(-1, r, w)
@@ -135,6 +143,22 @@ def step(shape: Shape, p: Params, x: torch.Tensor, prev_label: torch.Tensor,
     return logits, State(h, c, memory, read_w, usage, reads, write_w)
 
 
+def query_step(shape: Shape, p: Params, xq: torch.Tensor, s: State) -> torch.Tensor:
+    """Logits [B, Q, n_way] of each query stepped on its own from state ``s`` (what ``step`` gives for it, the write
+    left out: nothing reads it). The memory is read per episode, never copied per query."""
+    b, q, _ = xq.shape
+    r, w = shape.heads, shape.width
+    tile = lambda v: v.repeat_interleave(q, 0)  # noqa: E731  (the small per-step tensors only)
+    x = xq.reshape(b * q, -1)
+    h, _, heads, key = controller(shape, p, x, x.new_zeros(b * q, shape.n_way), tile(s.reads), tile(s.h), tile(s.c))
+    beta = 1 + F.softplus(heads[:, r * w:r * w + r]).view(b, q, r, 1)
+    keys = F.normalize(s.memory[..., :w], dim=-1, eps=1e-6)  # [B, N, W]
+    sim = torch.einsum("bqrw,bnw->bqrn", F.normalize(key, dim=-1, eps=1e-6).view(b, q, r, w), keys)
+    reads = torch.einsum("bqrn,bnm->bqrm", torch.softmax(beta * sim, dim=-1), s.memory)
+    logits = torch.addmm(p["out.bias"], torch.cat([h, reads.reshape(b * q, -1)], -1), p["out.weight"])
+    return logits.view(b, q, shape.n_way)
+
+
 def run_episode(shape: Shape, params: Params, xs: torch.Tensor, ys: torch.Tensor,
                 xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Support logits [B, T, n_way] (each predicted before its label is shown) and query logits [B, Q, n_way]."""
@@ -147,11 +171,8 @@ def run_episode(shape: Shape, params: Params, xs: torch.Tensor, ys: torch.Tensor
         logit, state = step(shape, params, xs[:, i], prev[:, i], state)
         support_logits.append(logit)
     _, state = step(shape, params, torch.zeros_like(xs[:, 0]), prev[:, t], state)
-    q = xq.shape[1]
-    tile = State(*(v.repeat_interleave(q, 0) for v in state))
-    query_logits, _ = step(shape, params, xq.reshape(b * q, -1), xs.new_zeros(b * q, shape.n_way), tile)
     stacked = torch.stack(support_logits, 1) if support_logits else xs.new_zeros(b, 0, shape.n_way)
-    return stacked, query_logits.view(b, q, shape.n_way)
+    return stacked, query_step(shape, params, xq, state)
 
 
 def episode_loss(shape: Shape, params: Params, batch: Sequence[Arrays]) -> torch.Tensor:

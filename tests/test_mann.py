@@ -81,3 +81,26 @@ def test_label_reaches_memory_next_to_its_item():
     cleared = torch.zeros(6, dtype=torch.bool)
     cleared[s1.usage[0].topk(1, largest=False).indices] = True  # the least-used slot is cleared at step 2 before anything is written
     assert written_at_1.any() and torch.equal(changed_values & ~cleared, written_at_1 & ~cleared)
+
+
+def test_query_step_equals_a_full_step_from_the_tiled_state():
+    """query_step reads the memory per episode; it must give what ``step`` gives each query from a copy of the state."""
+    from iclkit.baselines.mann import State, query_step, step
+
+    shape = Shape(6, 3, 8, 10, 6, 2)
+    params = {k: v + 0.2 * torch.randn(v.shape, generator=generator(5, k))
+              for k, v in init_params(shape, generator(0, "q")).items()}
+    xs, xq = torch.randn(2, 7, 6, generator=generator(6)), torch.randn(2, 4, 6, generator=generator(7))
+    ys = torch.randint(0, 3, (2, 7), generator=generator(8))
+    from iclkit.baselines.mann import initial_state
+
+    prev = torch.cat([torch.zeros(2, 1, 3), torch.nn.functional.one_hot(ys, 3).float()], 1)
+    state = initial_state(shape, 2, torch.float32)
+    for i in range(7):  # the support, then the step that carries its last label, as run_episode does
+        _, state = step(shape, params, xs[:, i], prev[:, i], state)
+    _, state = step(shape, params, torch.zeros(2, 6), prev[:, 7], state)
+    assert torch.allclose(run_episode(shape, params, xs, ys, xq)[1], query_step(shape, params, xq, state))
+    mine = query_step(shape, params, xq, state)
+    tiled = State(*(v.repeat_interleave(4, 0) for v in state))
+    full, _ = step(shape, params, xq.reshape(8, 6), torch.zeros(8, 3), tiled)
+    assert torch.allclose(mine, full.view(2, 4, 3), atol=1e-5)

@@ -240,7 +240,8 @@ class ICLAdapted:
                 p_cf = {}
                 for i, prefix in enumerate(sc.cf_prefixes):
                     block = results[sc.cf_at + i * size: sc.cf_at + (i + 1) * size]
-                    tables = [{lab: self._score(r) for lab, r in zip(labels, block[j:j + n])} for j in range(0, size, n)]
+                    tables = [{lab: self._score(r) for lab, r in zip(labels, block[j:j + n])}
+                              for j in range(0, size, n)]
                     p_cf[prefix] = cal.content_free_prior(tables)
                 preds = [classification_prediction(q, labels, cal.divide(s, p_cf[pre]),
                                                    {**b, "raw_scores": _rounded(s), "p_cf": _rounded(p_cf[pre])})
