@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 
 from iclkit.learners import OptionSpec, register
-from iclkit.learners.base import MethodContext, row_predictions
+from iclkit.learners.base import Capabilities, MethodContext, row_predictions
 from iclkit.metatrain import TrainingData, is_validation, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -92,5 +92,7 @@ def _make(ctx: MethodContext, floor: Floor) -> Bottlenecked:
                         **ctx.learner_options(OPTIONS))
 
 
-register("knn-bottleneck", options=OPTIONS)(lambda ctx: _make(ctx, "knn"))
-register("protonet-bottleneck", options=OPTIONS)(lambda ctx: _make(ctx, "protonet"))
+TRAINS = Capabilities(meta_trains=True)  # the projection is fit on the meta-training items
+register("knn-bottleneck", options=OPTIONS, capabilities=TRAINS)(lambda ctx: _make(ctx, "knn"))
+register("protonet-bottleneck", options=OPTIONS, capabilities=TRAINS)(
+    lambda ctx: _make(ctx, "protonet"))

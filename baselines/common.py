@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
@@ -51,9 +52,12 @@ class Fitted:
     params: Params
     curve: tuple[tuple[int, float], ...] = ()  # (outer step, mean meta-validation episode accuracy)
     best_step: int | None = None  # None: no meta-validation episodes, the last weights were kept
+    steps_run: int = 0  # outer steps taken before the early stop (or the step budget)
+    seconds: float | None = None  # wall time of the training that made these weights (kept with cached weights)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"curve": [[s, round(a, 6)] for s, a in self.curve], "best_step": self.best_step}
+        return {"curve": [[s, round(a, 6)] for s, a in self.curve], "best_step": self.best_step,
+                "steps_run": self.steps_run, "seconds": None if self.seconds is None else round(self.seconds, 1)}
 
 
 Accuracy = Callable[[Params, Sequence[Arrays]], float]
@@ -81,13 +85,15 @@ def meta_fit(name: str, init: Params, loss: Callable[[Params, Sequence[Arrays]],
     folder = weights_dir(name, full, episodes_hash(list(episodes)), featurize.key)
     if cache and (saved := load_weights(folder)) is not None:
         params, info = saved
-        return Fitted(params, tuple((int(s), float(a)) for s, a in info.get("curve", [])), info.get("best_step"))
+        return Fitted(params, tuple((int(s), float(a)) for s, a in info.get("curve", [])), info.get("best_step"),
+                      int(info.get("steps_run", 0)), info.get("seconds"))
     train = [ep for ep in episodes if not is_validation(ep)]
     val = [ep for ep in episodes if is_validation(ep)]
     arrays = episode_arrays(featurize, train, center)
     val_arrays = episode_arrays(featurize, val, center) if val and accuracy is not None else []
     if inputs is not None:
         arrays, val_arrays = ([(inputs(xs), ys, inputs(xq), yq) for xs, ys, xq, yq in a] for a in (arrays, val_arrays))
+    start = time.perf_counter()
     params = {k: v.detach().clone().requires_grad_(True) for k, v in init.items()}
     opt = torch.optim.Adam(params.values(), lr=loop.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, loop.steps)) if loop.cosine else None
@@ -105,11 +111,13 @@ def meta_fit(name: str, init: Params, loss: Callable[[Params, Sequence[Arrays]],
         return (step - best[1]) < loop.patience * loop.eval_every
 
     going = not val_arrays or measure(0)
+    steps_run = 0
     bar = tqdm(range(1, loop.steps + 1), desc=f"meta-train {name}", file=sys.stderr, leave=False,
                disable=not progress)
     for step in bar:
         if not going:
             break
+        steps_run = step
         batch = [arrays[int(i)] for i in torch.randint(len(arrays), (loop.meta_batch,), generator=gen)]
         opt.zero_grad()
         loss(params, batch).backward()
@@ -119,10 +127,11 @@ def meta_fit(name: str, init: Params, loss: Callable[[Params, Sequence[Arrays]],
         if val_arrays and (step % loop.eval_every == 0 or step == loop.steps):
             going = measure(step)
     bar.close()
+    seconds = time.perf_counter() - start
     if best is not None:
-        fitted = Fitted(best[2], tuple(curve), best[1])
+        fitted = Fitted(best[2], tuple(curve), best[1], steps_run, seconds)
     else:
-        fitted = Fitted({k: v.detach().clone() for k, v in params.items()})
+        fitted = Fitted({k: v.detach().clone() for k, v in params.items()}, (), None, steps_run, seconds)
     if cache:
         save_weights(folder, fitted.params, {"method": name, **full, "episodes_hash": episodes_hash(list(episodes)),
                                              "n_episodes": len(episodes), "features": featurize.key,

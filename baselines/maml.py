@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from iclkit.learners import OptionSpec, register
-from iclkit.learners.base import MethodContext, row_predictions
+from iclkit.learners.base import Capabilities, MethodContext, row_predictions
 from iclkit.metatrain import TrainingData, generator, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -224,5 +224,6 @@ def _make(ctx: MethodContext, first_order: bool) -> MAML:
                 progress=ctx.progress, **meta_options(ctx), **ctx.learner_options(OPTIONS))
 
 
-register("maml", options=OPTIONS)(lambda ctx: _make(ctx, first_order=False))
-register("fomaml", options=OPTIONS)(lambda ctx: _make(ctx, first_order=True))
+TRAINS = Capabilities(meta_trains=True)
+register("maml", options=OPTIONS, capabilities=TRAINS)(lambda ctx: _make(ctx, first_order=False))
+register("fomaml", options=OPTIONS, capabilities=TRAINS)(lambda ctx: _make(ctx, first_order=True))

@@ -239,7 +239,7 @@ OPTIONS = OptionSpec(MANN, ("hidden", "slots", "width", "heads", "input_dim", "i
                      prefix="mann")
 
 
-@register("mann", options=OPTIONS, capabilities=Capabilities(order_sensitive=True))
+@register("mann", options=OPTIONS, capabilities=Capabilities(order_sensitive=True, meta_trains=True))
 def _make(ctx: MethodContext) -> MANN:
     return MANN(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **meta_options(ctx),
                 **ctx.learner_options(OPTIONS))

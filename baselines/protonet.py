@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 
 from iclkit.learners import OptionSpec, register
-from iclkit.learners.base import MethodContext, row_predictions
+from iclkit.learners.base import Capabilities, MethodContext, row_predictions
 from iclkit.metatrain import TrainingData, label_index
 from iclkit.types import Episode, Example, Prediction
 
@@ -126,5 +126,8 @@ def _make(ctx: MethodContext, name: str, spec: OptionSpec) -> ProtoNet:
                     **extra, **ctx.learner_options(spec))
 
 
-register("protonet", options=PLAIN)(lambda ctx: _make(ctx, "protonet", PLAIN))
-register("protonet-proj", options=PROJECTED)(lambda ctx: _make(ctx, "protonet-proj", PROJECTED))
+# plain ProtoNet learns nothing from meta-training episodes: it never needs their sources
+register("protonet", options=PLAIN, capabilities=Capabilities(meta_trains=False))(
+    lambda ctx: _make(ctx, "protonet", PLAIN))
+register("protonet-proj", options=PROJECTED, capabilities=Capabilities(meta_trains=True))(
+    lambda ctx: _make(ctx, "protonet-proj", PROJECTED))

@@ -35,12 +35,13 @@ class SequenceLearner:
 
     featurize: Featurizer
     n_way: int = 0  # 0: taken from the meta-training episodes
-    # principal directions of the inputs kept (see Bottleneck; 0: every direction, under which the projection changes
-    # no nearest neighbour). 64 is a compute bound, not a measurement on any evaluated task: MANN's memory and the
-    # transformer's width grow with it, and one outer step over 32 episodes at 64 directions takes ~0.6 s (MANN) /
-    # ~0.2 s (transformer) on a 2-core CPU, at every direction (384–576) 5–15× that. The control row knn-bottleneck
-    # shows what it costs; --set meta_search=N tries 0, 16, …, 128 on meta-validation episodes.
-    input_dim: int = 64
+    # principal directions of the inputs kept (see Bottleneck). 0, every direction: the only setting under which the
+    # projection changes no nearest neighbour, so the learner can represent its floor (kNN) on any evaluated task —
+    # a design rule, not a measurement. Fewer directions are cheaper (one outer step over 32 episodes: ~0.4 s for
+    # MANN at 64 directions, ~2 s at 384, 2 cores) but a basis fit on other tasks' texts can drop the directions the
+    # evaluated task needs (knn-bottleneck rows, README "Meta-learners against their floors"); --set meta_search=N
+    # tries 0, 16, …, 128 on meta-validation episodes.
+    input_dim: int = 0
     input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (projected units)
     whiten: bool = False  # scale every direction to unit variance (PCA whitening) instead of one global scale
     center: Center = "support"

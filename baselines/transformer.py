@@ -155,7 +155,8 @@ OPTIONS = OptionSpec(InContextTransformer, ("width", "layers", "heads", "input_d
 # No position embeddings: a permutation of the support permutes the keys a query attends over, which leaves its
 # attention output unchanged, so the learner is order-invariant (tests/test_uses.py checks it; measured on AG News and
 # SST-2 under 4 orders: the same predictions for every order).
-@register("transformer", options=OPTIONS, capabilities=Capabilities(order_sensitive=False))
+@register("transformer", options=OPTIONS,
+          capabilities=Capabilities(order_sensitive=False, meta_trains=True))
 def _make(ctx: MethodContext) -> InContextTransformer:
     return InContextTransformer(features_from(ctx), seed=ctx.seed, progress=ctx.progress, **meta_options(ctx),
                                 **ctx.learner_options(OPTIONS))

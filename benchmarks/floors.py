@@ -59,6 +59,47 @@ def rows(runs: list[Path]) -> list[dict]:
     return out
 
 
+COLUMNS = ("protonet", "protonet-proj", "maml", "fomaml", "knn", "knn-bottleneck", "mann", "transformer")
+
+
+def compact(runs: list[Path], table: list[dict]) -> list[str]:
+    """One line per run × shots: each method's accuracy, and for a meta-learner or control its difference from its
+    first floor (ProtoNet or kNN) with ``*`` where p < 0.05."""
+    diff = {(r["run"], r["shots"], r["method"]): r for r in table if r["floor"] == FLOORS[r["method"]][0]}
+    lines = ["| run | k | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+    for run in runs:
+        acc = episode_accuracies(run)
+        for task, shots in sorted({(t, k) for t, k, _ in acc}):
+            cells = []
+            for m in COLUMNS:
+                eps = acc.get((task, shots, m))
+                if not eps:
+                    cells.append("–")
+                    continue
+                cell = f"{sum(eps.values()) / len(eps):.3f}"
+                if (r := diff.get((run.name, shots, m))) is not None:
+                    cell += f" ({r['diff']:+.3f}{'*' if r['p'] < 0.05 else ''})"
+                cells.append(cell)
+            lines.append(f"| {run.name} | {shots} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def timings(runs: list[Path]) -> list[dict]:
+    """Per run × meta-learner: the search's and the training's wall seconds and outer steps, from the manifest
+    (None where the run loaded cached weights trained before the time was recorded)."""
+    out = []
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        for key, described in sorted(manifest.get("methods", {}).items()):
+            val = described.get("meta_val") if isinstance(described, dict) else None
+            if not val:
+                continue
+            out.append({"run": run.name, "method": key.split("/", 1)[1], "train_s": val.get("seconds"),
+                        "steps": val.get("steps_run"), "best_step": val.get("best_step"),
+                        "search_s": (described.get("search") or {}).get("seconds")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -77,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     below = [r for r in meta if r["below"]]
     print(f"\nfloors_checked={len(meta)} significantly_below={len(below)} "
           f"significantly_above={sum(r['above'] for r in meta)}")
+    print("\n" + "\n".join(compact(args.runs, table)))
+    print("\n| run | meta-learner | search s | training s | outer steps run | step kept |")
+    print("|---|---|---:|---:|---:|---:|")
+    for t in timings(args.runs):
+        fmt = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
+        print(f"| {t['run']} | {t['method']} | {fmt(t['search_s'])} | {fmt(t['train_s'])} | {fmt(t['steps'])} | "
+              f"{fmt(t['best_step'])} |")
     return 0
 
 

@@ -88,9 +88,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from iclkit.analysis.planning import check_plan_options, plan_records, plan_table
     from iclkit.export.leaderboard import read_run
 
-    check_plan_options(args.ci_width, args.orders)
+    check_plan_options(args.ci_width, args.orders, args.interval)
     gold = [r for r in read_run(args.run).records if r.get("labels", "gold") == "gold"]  # every order, no probes
-    print(plan_table(plan_records(gold, args.ci_width, orders=args.orders)))
+    print(plan_table(plan_records(gold, args.ci_width, orders=args.orders, interval=args.interval)))
     return 0
 
 
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run", metavar="RUN_DIR", help="a folder written by `iclkit run --out`")
     pl.add_argument("--ci-width", type=float, required=True, help="target full width of the 95%% CI, e.g. 0.05")
     pl.add_argument("--orders", type=int, help="demonstration orders per episode (default: as run)")
+    pl.add_argument("--interval", default="generalizing", metavar="{generalizing,summary}",
+                    help="the CI to size: over new demonstrations, orders, queries and templates (default), or the "
+                         "one summary.json reports (bootstrap over episodes, these queries and templates fixed)")
     pl.set_defaults(func=cmd_plan)
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)

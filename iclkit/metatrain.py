@@ -45,6 +45,7 @@ class MetaTrainConfig:
     shots: tuple[int, ...] = (1, 4, 8)
     n_query: int = 8  # per class
     pool_per_class: int = 256
+    max_classes: int | None = None  # per source, a seeded sample of the classes with enough texts (None: all)
     seed: int = 0
     n_val_episodes: int = 64
     val_fraction: float = 0.25  # of the classes (or sources, or texts) held out for meta-validation
@@ -112,8 +113,10 @@ def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: Meta
         for e in examples:
             if content_key(e) not in banned and not (exclude_text and text_key(e) in exclude_text):
                 by_label.setdefault(e.label, []).append(e)
-        usable = {lab: rng.sample(v, min(len(v), config.pool_per_class)) for lab, v in sorted(by_label.items())
-                  if len(v) >= need}
+        eligible = sorted(lab for lab, v in by_label.items() if len(v) >= need)
+        if config.max_classes is not None and len(eligible) > config.max_classes:  # own RNG: the draws stay put
+            eligible = sorted(random.Random(f"metaclasses/{config.seed}/{name}").sample(eligible, config.max_classes))
+        usable = {lab: rng.sample(by_label[lab], min(len(by_label[lab]), config.pool_per_class)) for lab in eligible}
         if len(usable) >= config.n_way:
             pools.append((name, usable))
     if not pools:
@@ -244,7 +247,8 @@ def training_episodes(task: Any, evaluation: Sequence[Episode], options: MetaTra
     shots = tuple(sorted({ep.shots for ep in evaluation if ep.shots > 0})) or (1,)
     n_way = max((len(ep.labels) for ep in evaluation), default=len(task.labels))
     config = MetaTrainConfig(n_episodes=options.meta_episodes, n_way=n_way, shots=shots, n_query=options.meta_query,
-                             pool_per_class=options.meta_pool, seed=seed, n_val_episodes=options.meta_val_episodes)
+                             pool_per_class=options.meta_pool, max_classes=options.meta_classes, seed=seed,
+                             n_val_episodes=options.meta_val_episodes)
     queries = [q for ep in evaluation for q in ep.query]
     if plan is None or plan.protocol == "in-task":
         return meta_episodes([(task.name, task.train)], config, exclude=queries)
@@ -279,8 +283,9 @@ def _load_sources(plan: MetaTrainPlan, named: bool) -> list[tuple[str, Sequence[
                 raise
     if not out and plan.sources:
         raise IclkitError(
-            f"cross-task meta-training for {plan.task!r} found no data of its source tasks here "
-            f"({', '.join(plan.sources)})", field="meta_train",
-            hint="point ICLKIT_DATA_DIR at the benchmark data folder (or allow the hub), run without meta-learners "
-                 "(--methods icl,protonet,knn,linear), or ask for --meta-train in-task")
+            f"--meta-train cross-task: none of the source tasks of {plan.task!r} ({', '.join(plan.sources)}) has "
+            f"data here (no benchmark data folder, and no hub)", field="meta_train",
+            hint="point ICLKIT_DATA_DIR at the benchmark data folder (or allow the hub), use --meta-train "
+                 "self-supervised (offline), run without meta-learners (--methods icl,protonet,knn,linear), or ask "
+                 "for --meta-train in-task")
     return out

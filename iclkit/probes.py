@@ -21,7 +21,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 from iclkit.errors import IclkitError
 from iclkit.types import Episode, Example, content_key, stable_hash
@@ -91,10 +91,29 @@ def _derangement(labels: Sequence[str], rng: random.Random) -> dict[str, str]:
             return dict(zip(labels, image))
 
 
+def _all_words() -> Iterator[str]:
+    return (f"{w}{r or ''}" for r in itertools.count() for w in UNRELATED_WORDS)
+
+
 def _unrelated_words(n: int, avoid: Sequence[str]) -> list[str]:
     taken = {a.casefold() for a in avoid}
-    words = (f"{w}{r or ''}" for r in itertools.count() for w in UNRELATED_WORDS)
-    return list(itertools.islice((w for w in words if w.casefold() not in taken), n))
+    return list(itertools.islice((w for w in _all_words() if w.casefold() not in taken), n))
+
+
+def shown_labels(kinds: Sequence[str], label: str, labels: Sequence[str]) -> tuple[str, ...]:
+    """Every label the probes ``kinds`` can show on a demonstration of class ``label``, in an episode whose labels
+    come from ``labels``: its own (gold always runs), any (``random``), any other (``flipped``)."""
+    shown = {label} | (set(labels) if "random" in kinds else set()) | (
+        {x for x in labels if x != label} if "flipped" in kinds else set())
+    return tuple(dict.fromkeys([label, *(x for x in labels if x in shown)]))
+
+
+def unrelated_candidates(labels: Sequence[str], n_way: int) -> tuple[str, ...]:
+    """Every word ``unrelated`` can show for a label of an episode of at most ``n_way`` labels drawn from
+    ``labels``: the word list up to the last word an episode reaches when it has to skip every label."""
+    last = _unrelated_words(n_way, labels)[-1]
+    words = _all_words()
+    return tuple(itertools.takewhile(lambda w: w != last, words)) + (last,)
 
 
 def perturb_labels(episode: Episode, kind: str, seed: int) -> ProbedEpisode:

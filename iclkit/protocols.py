@@ -15,7 +15,8 @@ Four protocols (``--meta-train``; ``MetaTrainOptions.meta_train``):
 - ``self-supervised``: SMLMT (Bansal et al. 2020; ``iclkit.smlmt``): tasks built from *unlabelled* sentences by
   masking a word, the class being the masked word; the sentences are the offline Lee background news corpus
   (``SELF_SUPERVISED_CORPUS``, always) and the texts of the cross-task sources with their labels dropped (same
-  corpus rule; ``--meta-train-tasks`` names them). Only when asked.
+  corpus rule; ``--meta-train-tasks`` names them; ``--meta-train-tasks lee-news`` alone: the Lee corpus only).
+  Only when asked, or by the default run (``iclkit.runner.config.DEFAULT_RUN_OPTIONS``).
 
 ``auto`` (the default) picks ``class-split`` when the task has at least ``CLASS_SPLIT_MIN_CLASSES`` classes and the
 split leaves at least ``n_way`` (default: ``n // 2``) classes on each side, else ``cross-task``: DBpedia's 14 classes
@@ -102,7 +103,16 @@ def plan_for(task: TaskData, options: MetaTrainOptions, n_way: int | None, seed:
         held = set(random.Random(f"class-split/{split_seed}/{spec.name}").sample(sorted(labels), n_eval))
         return MetaTrainPlan(spec.name, "class-split", spec.corpus_name, tuple(x for x in labels if x in held),
                              tuple(x for x in labels if x not in held), (spec.name,), split_seed)
-    sources, excluded = cross_task_sources(spec, options.meta_train_tasks, options.allow_same_corpus)
+    named = options.meta_train_tasks
+    if SELF_SUPERVISED_CORPUS in named and protocol != "self-supervised":
+        raise IclkitError(f"{SELF_SUPERVISED_CORPUS!r} is the unlabelled corpus of --meta-train self-supervised, "
+                          f"not a labelled task", field="meta_train_tasks",
+                          hint=f"use --meta-train self-supervised --meta-train-tasks {SELF_SUPERVISED_CORPUS}")
+    tasks_named = tuple(name for name in named if name != SELF_SUPERVISED_CORPUS)
+    if named and not tasks_named:  # self-supervised on the Lee corpus alone (the default run's source)
+        sources, excluded = (), {}
+    else:
+        sources, excluded = cross_task_sources(spec, tasks_named, options.allow_same_corpus)
     if protocol == "self-supervised":  # masked-word classes: no source needs n_way classes of its own
         if spec.corpus_name == SELF_SUPERVISED_CORPUS:
             excluded = {**excluded, SELF_SUPERVISED_CORPUS: f"shares the corpus {spec.corpus_name}"}

@@ -6,22 +6,26 @@ over every prompt the task runs with, before any episode is drawn, and records t
 
 Conservative: k is checked on the worst prompt any episode could draw — for each class its k longest
 demonstrations, the n_way classes whose k longest are longest together, the longest query, the longest answer.
+Under label probes (``--labels random|flipped|unrelated``) a demonstration is costed with the longest label word any
+probe can show on it, and ``unrelated`` adds a prompt whose every label shows the longest unrelated word.
 Lengths are counted as the LM counts them: prefix (instruction + demonstrations), query context and answer are
-tokenized separately (see iclkit.lm.base.LoglikelihoodRequest; ``prompt_tokens``), plus ``reserve`` tokens (e.g.
-a BOS token, or the tokens a generation may add). Demonstrations are ranked by the length of a one-demonstration
-prefix, so the worst prompt is exact up to how a tokenizer merges text across the separator between two
-demonstrations. Worst case means pessimistic for long-tailed lengths: on AG News with SmolLM2 (8,192 tokens) the
-longest 1-shot prompt is 1,335 tokens, so k stops at 10, while 20 drawn 8-shot episodes needed at most 1,861
-tokens and 16-shot ones at most 3,744.
+tokenized separately (see iclkit.lm.base.LoglikelihoodRequest; ``prompt_tokens``), plus the LM's real lead (BOS)
+tokens unless the prompt already starts with them (``iclkit.lm.base.lead_for``), plus ``reserve`` tokens (the tokens
+a generation may add). Demonstrations are ranked by the length of a one-demonstration prefix, so the worst prompt is
+exact up to how a tokenizer merges text across the separator between two demonstrations. Worst case means
+pessimistic for long-tailed lengths: on AG News with SmolLM2 (8,192 tokens) the longest 1-shot prompt is 1,335
+tokens, so k stops at 10, while 20 drawn 8-shot episodes needed at most 1,861 tokens and 16-shot ones at most 3,744.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 from iclkit.errors import IclkitError
-from iclkit.prompts import PromptTemplate, Rendered
+from iclkit.lm.base import lead_for
+from iclkit.probes import shown_labels, unrelated_candidates
+from iclkit.prompts import PromptTemplate, Rendered, fill
 from iclkit.types import Example
 
 if TYPE_CHECKING:
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 
 Renderer = Callable[[Sequence[Example], Example], Rendered]  # (demonstrations, query) → the rendered prompt
 Length = Callable[[str], int]  # text → its number of tokens
+Lead = Callable[[str, str], int]  # (prefix without its final whitespace, the rest) → tokens the backend puts first
+Shown = Callable[[Example], Sequence[str]]  # a demonstration → every label it may show (a label probe widens them)
 Limit = Literal["context", "data", "max_shots"]
 
 
@@ -110,22 +116,27 @@ def template_renderer(template: PromptTemplate, labels: Sequence[str]) -> Render
     return lambda demos, query: template.render(demos, query, labels)
 
 
-def prompt_tokens(rendered: Rendered, length: Length) -> int:
-    """Tokens of the longest request for one query: prefix, context and the longest answer, each tokenized alone;
-    whitespace that ends the prefix is counted with the context, as the hf backend tokenizes it
+def prompt_tokens(rendered: Rendered, length: Length, lead: Lead | None = None) -> int:
+    """Tokens of the longest request for one query: the lead, prefix, context and the longest answer, each tokenized
+    alone; whitespace that ends the prefix is counted with the context, as the hf backend tokenizes it
     (``HFCausalLM.split``)."""
     body = rendered.prefix.rstrip()
+    rest = rendered.prefix[len(body):] + rendered.context
     answers = list(rendered.continuations.values()) or [rendered.target]
-    return length(body) + length(rendered.prefix[len(body):] + rendered.context) + max(length(a) for a in answers)
+    first = lead(body, rest) if lead is not None else 0
+    return first + length(body) + length(rest) + max(length(a) for a in answers)
 
 
 def auto_shots(train: Sequence[Example], render: Renderer, length: Length, context_length: int, *,
                labels: Sequence[str] = (), n_way: int | None = None, queries: Sequence[Example] = (),
-               reserve: int = 0, max_shots: int | None = None) -> ShotPlan:
+               reserve: int = 0, max_shots: int | None = None, lead: Lead | None = None,
+               shown: Shown | None = None) -> ShotPlan:
     """Shot counts 1, 2, 4, … and the largest k (if not a power of two) whose worst-case prompt fits.
 
     ``labels``: the task's classes (empty for open-answer tasks: all of ``train`` is one pool); ``n_way``: classes
-    per episode (default: all); ``queries``: where queries come from (default: ``train``); ``max_shots``: a cap.
+    per episode (default: all); ``queries``: where queries come from (default: ``train``); ``max_shots``: a cap;
+    ``lead``: the tokens the LM puts in front of a prompt (default none); ``shown``: the labels a demonstration may
+    show (default its own; a demonstration counts with the longest).
     """
     if context_length <= 0:
         raise IclkitError("the model does not report its context window, so --shots auto cannot size prompts",
@@ -143,7 +154,10 @@ def auto_shots(train: Sequence[Example], render: Renderer, length: Length, conte
         raise IclkitError(f"cannot size {n_way}-way prompts: " + (f"no train examples for {empty}" if empty else
                           f"the task has {len(pools)} classes"), field="shots")
     query = max(queries or train, key=lambda q: (length(render((), q).context), q.id))
-    cost = {e: length(render((e,), query).prefix) for p in pools.values() for e in p}
+    # each demonstration as it is longest: with the longest label word a probe can give it
+    worst = {e: max((replace(e, label=lab) for lab in (shown(e) if shown else (e.label,))),
+                    key=lambda d: (length(render((d,), query).prefix), d.label)) for p in pools.values() for e in p}
+    cost = {e: length(render((worst[e],), query).prefix) for e in worst}
     ranked = {lab: sorted(p, key=lambda e: (-cost[e], e.id)) for lab, p in pools.items()}
     cap = min(len(p) for p in ranked.values())
     limit: Limit = "data"
@@ -152,8 +166,8 @@ def auto_shots(train: Sequence[Example], render: Renderer, length: Length, conte
 
     def tokens(k: int) -> int:
         heaviest = sorted(ranked, key=lambda lab: (-sum(cost[e] for e in ranked[lab][:k]), lab))[:n_way]
-        demos = [e for lab in heaviest for e in ranked[lab][:k]]
-        return prompt_tokens(render(demos, query), length) + reserve
+        demos = [worst[e] for lab in heaviest for e in ranked[lab][:k]]
+        return prompt_tokens(render(demos, query), length, lead) + reserve
 
     first = tokens(1)
     if first > context_length:
@@ -180,12 +194,13 @@ def auto_shots(train: Sequence[Example], render: Renderer, length: Length, conte
 
 def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, n_way: int | None = None,
               classes: Sequence[str] | None = None, chat: bool = False, max_shots: int | None = None,
-              max_new_tokens: int = 0) -> ShotPlan:
+              max_new_tokens: int = 0, probes: Sequence[str] = ("gold",)) -> ShotPlan:
     """The shot plan of ``task`` under the tightest of ``prompts``: the largest k whose worst-case prompt fits
-    ``lm``'s context window under every prompt, counted with ``lm``'s tokenizer (in its chat format with ``chat``).
+    ``lm``'s context window under every prompt and label probe, counted with ``lm``'s tokenizer (in its chat format
+    with ``chat``) and its lead (BOS) tokens.
 
     ``classes``: the evaluated classes (a class-split's held-out ones); ``max_new_tokens``: tokens a generation may
-    add (open-answer tasks). One token is reserved for a BOS token the backend may put in front of every prompt."""
+    add (open-answer tasks); ``probes``: the run's label probes (``--labels``)."""
     labels = tuple(classes) if classes is not None else task.labels if task.spec.type != "generation" else ()
     train = [e for e in task.train if not labels or e.label in labels]
     queries = [e for e in task.test if not labels or e.label in labels]
@@ -196,9 +211,25 @@ def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, 
             memo[text] = len(lm.tokenize(text))
         return memo[text]
 
+    n = len(lm.lead)
+
+    def lead(body: str, rest: str) -> int:  # as the backend decides it (HFCausalLM.split)
+        return len(lead_for(lm.lead, lm.tokenize(body)[:n] + lm.tokenize(rest)[:n])) if n else 0
+
+    def shown(e: Example) -> Sequence[str]:
+        return shown_labels(probes, e.label, labels)
+
+    # (prompt, what its demonstrations may show): random/flipped relabel demonstrations under the prompt's own words;
+    # unrelated shows gold labels as unrelated words, costed with every label shown as the longest such word
+    variants: list[tuple[PromptTemplate, Shown | None]] = [(prompt, shown) for prompt in prompts]
+    if "unrelated" in probes and labels:
+        for prompt in prompts:
+            longest = max(unrelated_candidates(labels, n_way or len(labels)),
+                          key=lambda w, p=prompt: (length(fill(p.target, {"label": w})), w))
+            variants.append((replace(prompt, verbalizer={lab: longest for lab in labels}), None))
     plans = [auto_shots(train, _renderer(prompt, labels, lm, chat), length, lm.context_length, labels=labels,
-                        n_way=n_way, queries=queries, reserve=1 + max_new_tokens, max_shots=max_shots)
-             for prompt in prompts]
+                        n_way=n_way, queries=queries, reserve=max_new_tokens, max_shots=max_shots, lead=lead,
+                        shown=show) for prompt, show in variants]
     return min(plans, key=lambda p: (p.max_shots, -max(p.prompt_tokens.values())))
 
 

@@ -66,6 +66,10 @@ class CountingLM:
     def tokenize(self, text: str) -> list[int]:
         return self.lm.tokenize(text)
 
+    @property
+    def lead(self) -> Sequence[int]:
+        return self.lm.lead
+
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         return self.lm.apply_chat_template(messages)
 

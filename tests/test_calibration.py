@@ -270,6 +270,41 @@ def test_contextual_calibration_with_similar_demonstrations(smol, data_dir, tmp_
     assert e.value.field == "demos"
 
 
+def test_contextual_calibration_with_interleaved_demonstrations(smol, data_dir, counting_lm):
+    """--demos interleaved: a query's prompt is its episode's support round-robin by label, starting from a label
+    its text picks, so an episode has up to two prompts here. The content-free requests of each sit in its query
+    slot after that same prefix, and each query is calibrated by its own prompt's p_cf (released code's formula,
+    requests scored one at a time)."""
+    prompt = load_prompt("sentiment")
+    ep = sample_episodes(load_task("sst2"), EpisodeConfig(shots=(2,), n_episodes=1, n_query=6, seed=4))[0]
+    lm = counting_lm(smol)
+    icl = ICL(lm=lm, prompt=prompt, demos="interleaved", calibrations=("none", "contextual"))
+    out = icl.predict_outputs([(ep.support, ep.labels, ep.query)])[0]
+    by_label = {lab: [d for d in ep.support if d.label == lab] for lab in ep.labels}
+    # the two round-robin prefixes, written out: one starting from each label
+    candidates = {"".join(f"Review: {d.fields['text']}\nSentiment: {d.label}\n\n"
+                          for r in range(2) for lab in order for d in [by_label[lab][r]])
+                  for order in (ep.labels, ep.labels[::-1])}
+    words = {lab: f" {lab}" for lab in ep.labels}
+    prefixes = {}
+    for q in ep.query:
+        mine = [r for r in lm.requests if r.context == f"Review: {q.fields['text']}\nSentiment:"]
+        assert len({r.prefix for r in mine}) == 1 and {r.continuation for r in mine} == set(words.values())
+        prefixes[q.id] = mine[0].prefix
+    assert set(prefixes.values()) == candidates  # both orders occur among these queries
+    cf = [r for r in lm.requests if r.context in CONTENT_FREE_CONTEXTS]
+    assert Counter(r.prefix for r in cf) == {p: 3 * 2 for p in candidates}
+    for q, pred in zip(ep.query, out["icl+contextual"]):
+        pre = prefixes[q.id]
+        unnorm = np.array([[math.exp(naive_logprob(smol, LoglikelihoodRequest(pre, ctx, words[lab])))
+                            for lab in ep.labels] for ctx in sorted(CONTENT_FREE_CONTEXTS)]).mean(axis=0)
+        p_cf = unnorm / unnorm.sum()
+        assert np.allclose([pred.extra["p_cf"][lab] for lab in ep.labels], p_cf, atol=1e-4), (pred.extra, p_cf)
+        raw = np.array([naive_logprob(smol, LoglikelihoodRequest(pre, f"Review: {q.fields['text']}\nSentiment:",
+                                                                 words[lab])) for lab in ep.labels])
+        assert pred.predicted == ep.labels[int(np.argmax(np.exp(raw - raw.max()) / p_cf))]
+
+
 # SmolLM2-Instruct's chat template, written out: the default system turn, then the user turn, then the reply opens
 HEAD = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\n")

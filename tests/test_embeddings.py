@@ -60,6 +60,26 @@ def test_features_join_input_fields_and_centre_on_the_support(tmp_path):
     assert support_center(raw, "none") is None and torch.equal(normalized(raw, None), raw)
 
 
+def test_queries_are_centred_on_their_episodes_support_mean_by_hand(tmp_path):
+    """The norm alone holds with or without centring; the vectors do not. Character counts [length, a's, spaces]:
+    support "ab", "a b", "cccc" → [2,1,0], [3,1,1], [4,0,0], mean [3, 2/3, 1/3]; the query "aa a" → [4,3,1], minus
+    that mean [1, 7/3, 2/3] ∝ [3, 7, 2], rescaled to norm sqrt(3). Centring on no mean, or on a mean that includes
+    the query, gives other vectors."""
+    from iclkit.baselines.common import episode_arrays
+    from iclkit.types import Episode
+
+    feats = Features(EmbeddingCache(CountingEncoder(), tmp_path, progress=False))
+    support = tuple(Example(str(i), {"text": t}, lab) for i, (t, lab) in enumerate([("ab", "x"), ("a b", "y"),
+                                                                                     ("cccc", "x")]))
+    ep = Episode(task="t", index=0, shots=1, seed=0, labels=("x", "y"), support=support,
+                 query=(Example("q", {"text": "aa a"}, "y"),))
+    (xs, _, xq, _), = episode_arrays(feats, [ep], "support")
+    assert torch.allclose(xq[0], torch.tensor([3.0, 7.0, 2.0]) * (3 / 62) ** 0.5)
+    assert torch.allclose(xs[2], torch.tensor([1.0, -2 / 3, -1 / 3]) / (14 / 9) ** 0.5 * 3 ** 0.5)
+    (_, _, raw_q, _), = episode_arrays(feats, [ep], "none")
+    assert torch.equal(raw_q[0], torch.tensor([4.0, 3.0, 1.0]))
+
+
 TEXTS = ["a short one", "a somewhat longer sentence about films", "ok"]
 
 

@@ -39,6 +39,10 @@ class CountingLM:
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
 
+    @property
+    def lead(self) -> Sequence[int]:
+        return self.inner.lead
+
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         return self.inner.apply_chat_template(messages)
 

@@ -3,6 +3,8 @@ the class-to-index map shuffled per episode, and trained weights saved once and 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -82,6 +84,20 @@ def test_meta_validation_falls_back_to_held_out_sources_then_texts():
     # too few texts to hold any out: no meta-validation, the training episodes as before
     eps = meta_episodes([_pool("a", 3, 4)], config)
     assert len(eps) == 10 and not any(is_validation(ep) for ep in eps)
+
+
+def test_max_classes_keeps_a_seeded_sample_of_each_source_s_classes_and_leaves_the_rest_alone():
+    config = MetaTrainConfig(n_episodes=150, n_way=2, shots=(1,), n_query=2, n_val_episodes=0, pool_per_class=40)
+    sources = [_pool("a", 10, 6), _pool("b", 3, 6), ("c", [e for e in _pool("c", 9, 6)[1] if e.label != "c0"
+                                                            or e.id.endswith(("/0", "/1"))])]  # c0: too few texts
+    capped = meta_episodes(sources, replace(config, max_classes=4))
+    by_source = {name: {lab for ep in capped if source_task(ep) == name for lab in ep.labels} for name in "abc"}
+    assert len(by_source["a"]) == len(by_source["c"]) == 4 and len(by_source["b"]) == 3  # b: fewer than the cap
+    assert "c0" not in by_source["c"]  # sampled among the classes with enough texts only
+    assert meta_episodes(sources, replace(config, max_classes=4)) == capped  # seeded
+    # a cap no source exceeds draws exactly the uncapped episodes (its sample has its own RNG)
+    assert meta_episodes(sources, replace(config, max_classes=10)) == meta_episodes(sources, config)
+    assert len({lab for ep in meta_episodes(sources, config) if source_task(ep) == "a" for lab in ep.labels}) == 10
 
 
 @pytest.mark.parametrize("make", [

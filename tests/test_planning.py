@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from iclkit.analysis.planning import ci_width, mean_variance, plan_cell, plan_records, plan_table
+from iclkit.analysis.stats import mean_ci
 from iclkit.analysis.variance import decompose_array
 from iclkit.cli import main
 from iclkit.errors import IclkitError
@@ -77,12 +78,36 @@ def test_shared_queries_set_a_floor_that_more_episodes_cannot_beat():
     assert reachable.episodes is not None and reachable.width <= floor * 1.2
 
 
+def test_the_summary_interval_is_the_one_the_summary_reports_with_shared_queries():
+    """--same-queries: the generalizing CI has a floor set by the shared queries, the summary's bootstrap over
+    episodes does not. Planned for the summary's interval, the summary's own computation (``mean_ci`` over each
+    episode's accuracy in its drawn order) gives the target width at the planned size in simulation."""
+    d = decompose_array(draw(np.random.default_rng(5), 400, 2, 8, crossed=True), "crossed")
+    target = 0.06
+    generalizing, summary = plan_cell(d, target), plan_cell(d, target, interval="summary")
+    assert generalizing.episodes is None and generalizing.floor > target  # unreachable however many episodes
+    assert summary.episodes is not None and summary.floor == 0 and summary.orders == 1
+    assert summary.width is not None and summary.width <= target
+    rng = np.random.default_rng(6)
+    widths = []
+    for _ in range(200):
+        y = draw(rng, summary.episodes, 2, 8, crossed=True)
+        _, low, high = mean_ci(y[:, :, 0, :].mean(axis=(1, 2)).tolist(), seed=0)  # drawn order only, as summarize
+        widths.append(high - low)
+    assert np.mean(widths) == pytest.approx(target, rel=0.06)
+    # the generalizing width the old plan reported for this run size is not what the summary shows
+    assert generalizing.measured_width > 1.5 * summary.measured_width
+
+
 def test_bad_options_are_user_errors(pilot):
     for width in (0, -0.1, float("nan")):
         with pytest.raises(IclkitError, match="ci_width"):
             plan_cell(pilot, width)
     with pytest.raises(IclkitError, match="orders"):
         plan_cell(pilot, 0.05, orders=0)
+    with pytest.raises(IclkitError, match="unknown interval") as e:
+        plan_cell(pilot, 0.05, interval="bootstrap")  # type: ignore[arg-type]
+    assert e.value.field == "interval"
 
 
 def _records(y: np.ndarray, method: str) -> list[dict]:
@@ -97,7 +122,8 @@ def test_plan_records_and_table_per_cell():
     assert [p.decomposition.cell["method"] for p in plans] == ["icl", "knn"]
     table = plan_table(plans).splitlines()
     assert table[0].startswith("| task | method | shots | demonstrations | template | order | query | residual |")
-    assert len(table) == 4 and table[2].startswith("| t | icl | 4 | ")
+    assert len(table) == 6 and table[2].startswith("| t | icl | 4 | ")
+    assert table[-1].startswith("CI planned: generalizing, the CI over new demonstration sets")
     assert f"| {plans[0].episodes} | {plans[0].width:.3f} |" in table[2]
 
 
@@ -116,3 +142,9 @@ def test_cli_plan_on_a_real_run(tmp_path: Path, capsys):
     assert "ci_width" in capsys.readouterr().err
     assert main(["plan", str(tmp_path / "run"), "--ci-width", "0.05", "--orders", "0"]) == 2
     assert "orders" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path / "run"), "--ci-width", "0.2", "--interval", "summary"]) == 0
+    assert "CI planned: summary, the CI summary.json reports" in capsys.readouterr().out
+    for bad, field in ((["--interval", "bootstrap"], "interval"),
+                       (["--interval", "summary", "--orders", "2"], "orders")):
+        assert main(["plan", str(tmp_path / "run"), "--ci-width", "0.2", *bad]) == 2
+        assert f"field '{field}'" in capsys.readouterr().err

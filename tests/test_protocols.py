@@ -95,8 +95,35 @@ def test_in_task_is_today_s_protocol_only_when_asked(dbpedia, data_dir):
     asked = plan_for(sst2, MetaTrainOptions(meta_train="in-task"), n_way=None, seed=0)
     assert asked.protocol == "in-task" and asked.eval_classes is None and asked.sources == ("sst2",)
     evaluation = sample_episodes(sst2, EpisodeConfig(shots=(1,), n_episodes=3, n_query=4))
-    options = MetaTrainOptions(meta_train="in-task", meta_episodes=10, meta_pool=16)
-    assert training_episodes(sst2, evaluation, options, 0, asked) == training_episodes(sst2, evaluation, options, 0)
+    options = MetaTrainOptions(meta_train="in-task", meta_episodes=10, meta_pool=16, meta_val_episodes=2)
+    train = training_episodes(sst2, evaluation, options, 0, asked)
+    # what in-task means, written out: only sst2's own train texts with their own labels, every class, no
+    # evaluation query; a support text may come back (that protocol is not disjoint by construction)
+    own = {(e.id, tuple(sorted(e.fields.items())), e.label) for e in sst2.train}
+    used = items(train)
+    assert len(train) == 10 and {ep.task for ep in train} <= {"sst2:metatrain", "sst2:metaval"}
+    assert all((e.id, tuple(sorted(e.fields.items())), e.label) in own for e in used)
+    assert {e.label for e in used} == set(sst2.labels)
+    queries = {(tuple(sorted(q.fields.items()))) for ep in evaluation for q in ep.query}
+    assert not queries & {tuple(sorted(e.fields.items())) for e in used}
+
+
+def test_in_task_never_trains_on_an_evaluation_query():
+    """A toy task whose evaluation queries are train texts: in-task meta-training draws from the rest only (its
+    supports may come back), every other train text is used."""
+    from iclkit.data.spec import TaskData, TaskSpec
+    from iclkit.types import Episode, Example
+
+    train = tuple(Example(f"{lab}{i}", {"text": f"text {lab} {i}"}, lab) for lab in "ab" for i in range(8))
+    task = TaskData(TaskSpec(name="toy", type="classification", inputs=("text",), labels=("a", "b"), prompt="",
+                             sources=()), train=train, test=(), source="test")
+    query = tuple(e for e in train if e.id[1] in "123")
+    evaluation = [Episode(task="toy", index=0, shots=1, seed=0, labels=("a", "b"), support=(train[0], train[8]),
+                          query=query)]
+    options = MetaTrainOptions(meta_train="in-task", meta_episodes=30, meta_pool=16, meta_query=2,
+                               meta_val_episodes=0)
+    used = {e.id for ep in training_episodes(task, evaluation, options, 0) for e in (*ep.support, *ep.query)}
+    assert used == {e.id for e in train} - {q.id for q in query}
 
 
 def test_sampling_from_all_classes_is_sampling_without_a_class_list(dbpedia):
@@ -225,5 +252,33 @@ def test_cross_task_without_any_source_data_says_so(tmp_path, monkeypatch, capsy
                  "--methods", "maml", "--embed", "minilm", "--meta-episodes", "10", "--no-progress",
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "found no data of its source tasks" in err and "ICLKIT_DATA_DIR" in err
+    assert "--meta-train cross-task" in err and "has data here" in err and "ICLKIT_DATA_DIR" in err
     assert not out.exists()
+
+
+def test_a_run_that_cannot_be_served_fails_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
+    """The default command asked for cross-task, with no data folder: the sources are resolved when the run is
+    planned, so it fails at once, naming the option, with no model loaded and nothing written."""
+    import iclkit.runner.execute as execute
+    from iclkit.cli import main
+
+    def no_model(spec):
+        raise AssertionError("the model was loaded before the meta-training sources were resolved")
+
+    monkeypatch.setattr(execute, "load_lm", no_model)
+    monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--meta-train", "cross-task", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'meta_train'" in err and "--meta-train cross-task" in err and "self-supervised" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no no-data/, no runs/, no checkpoint
+
+
+def test_plain_protonet_needs_no_meta_training_source(tmp_path, monkeypatch):
+    """ProtoNet without a projection learns nothing from meta-training, so it runs where no source can be loaded
+    (the README's offline fallback, --methods icl,protonet,knn,linear) and reports no meta-training data."""
+    monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
+    result = evaluate("movie-sentiment", shots=[1], methods=["protonet", "knn"], meta_train="cross-task", **TINY)
+    assert {r.method for r in result.results} == {"protonet", "knn"}
+    assert result.budgets[("movie-sentiment", "protonet")]["meta_train"] == "none"
+    assert result.manifest["meta_train_episodes_hash"] == {}

@@ -31,6 +31,10 @@ class Counting:
     def describe(self) -> Any:
         return self.lm.describe()
 
+    @property
+    def lead(self) -> Any:  # part of what files a score (a model with a BOS lead is filed apart)
+        return self.lm.lead
+
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> Any:
         self.seen += list(requests)
         return self.lm.loglikelihood(requests)

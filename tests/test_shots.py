@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -207,3 +208,139 @@ def test_config_files_and_the_api_take_the_same_shots_requests():
         assert config.to_dict()["episodes"]["shots"] == str(parse_shots(given))
     plain = RunConfig.from_options({"shots": "0,4"})
     assert plain.auto_shots is None and plain.episodes.shots == (0, 4) and "auto_shots" not in plain.to_dict()
+
+
+# --- the lead (BOS), chat formats, asymmetric label words and label probes, against an enumeration ----------------
+
+class WordLM:
+    """The members of the LM protocol ``plan_task`` reads, over a word-count tokenizer: one token per word, ``<s>``
+    the BOS word (id 0). ``lead``: the tokens it puts before a prompt; ``bos_chat``: its chat template writes ``<s>``
+    itself (as Llama 3's and Gemma's do)."""
+
+    def __init__(self, context_length: int, lead: tuple[int, ...] = (), bos_chat: bool = False):
+        self.context_length, self.lead, self.bos_chat = context_length, list(lead), bos_chat
+
+    def tokenize(self, text: str) -> list[int]:
+        return [0 if w == "<s>" else 1 + sum(map(ord, w)) for w in text.split()]
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        turns = "".join(f"<{m['role']}> {m['content']} <end> " for m in messages)
+        return ("<s> " if self.bos_chat else "") + turns + "<assistant> "
+
+
+def request_tokens(lm: WordLM, prefix: str, context: str, answer: str) -> int:
+    """Tokens of one request as a backend sends it, written out here: its lead unless the text opens with the BOS
+    word already, then every word of prefix, context and answer."""
+    opens_with_bos = (prefix + context).split()[:1] == ["<s>"] and lm.lead == [0]
+    return (0 if opens_with_bos else len(lm.lead)) + words(prefix) + words(context) + words(answer)
+
+
+def toy_task(train, test, labels):
+    from iclkit.data.spec import TaskData, TaskSpec
+
+    spec = TaskSpec(name="toy", type="classification", inputs=("text",), labels=labels, prompt="", sources=())
+    return TaskData(spec=spec, train=tuple(train), test=tuple(test), source="test")
+
+
+def enumerate_worst(task, prompt, lm, k: int, *, chat: bool = False, relabel: bool = False) -> int:
+    """The longest request any k-shot episode (all classes) can send, by enumeration: every choice of k
+    demonstrations per class, every query, and with ``relabel`` every label each demonstration could be shown
+    with (what random labels can draw, and flipped ones among them)."""
+    labels = task.labels
+    by_label = {lab: [e for e in task.train if e.label == lab] for lab in labels}
+    worst = 0
+    for parts in itertools.product(*(itertools.combinations(by_label[lab], k) for lab in labels)):
+        demos = [d for part in parts for d in part]
+        for shown in itertools.product(labels, repeat=len(demos)) if relabel else [[d.label for d in demos]]:
+            shown_demos = [Example(d.id, d.fields, lab) for d, lab in zip(demos, shown)]
+            for q in task.test:
+                r = (prompt.render_chat(shown_demos, q, labels, lm.apply_chat_template) if chat
+                     else prompt.render(shown_demos, q, labels))
+                worst = max(worst, max(request_tokens(lm, r.prefix, r.context, c) for c in r.continuations.values()))
+    return worst
+
+
+# The issue's example: a 1-word and a 4-word label. Gold labels: k=3 needs 54 tokens of a 60-token window; random
+# labels can give the three long positive demonstrations the 4-word label: 63 tokens.
+ASYMMETRIC = PromptTemplate(name="a", template="Review: {text}\nSentiment:", target=" {label}",
+                            instruction="Classify.\n\n", verbalizer={"pos": "good", "neg": "not good at all"})
+TOY = toy_task([example("pos", n) for n in range(1, 6)] + [example("neg", n, i) for i, n in enumerate((1, 1, 2, 3))],
+               [example("pos", 2, 9)], ("pos", "neg"))
+
+
+def test_gold_planning_with_asymmetric_label_words_equals_the_enumeration():
+    plan = plan_task(TOY, [ASYMMETRIC], WordLM(60))
+    assert (plan.max_shots, plan.prompt_tokens[3]) == (3, 54)
+    assert all(plan.prompt_tokens[k] == enumerate_worst(TOY, ASYMMETRIC, WordLM(60), k) for k in plan.shots)
+
+
+@pytest.mark.parametrize("probes", [("gold", "random"), ("gold", "flipped"), ("gold", "random", "flipped")])
+def test_label_probes_plan_an_upper_bound_the_issue_example(probes):
+    lm = WordLM(60)
+    assert enumerate_worst(TOY, ASYMMETRIC, lm, 3, relabel=True) == 63  # what the old plan let through
+    plan = plan_task(TOY, [ASYMMETRIC], lm, probes=probes)
+    k = plan.max_shots
+    assert k == 2 and plan.limited_by == "context"
+    for s in plan.shots:  # the bound is exact: binary flipped can give every demonstration the other label too
+        assert plan.prompt_tokens[s] == enumerate_worst(TOY, ASYMMETRIC, lm, s, relabel=True) <= 60
+    assert enumerate_worst(TOY, ASYMMETRIC, lm, k + 1, relabel=True) > 60
+
+
+def test_the_unrelated_probe_costs_its_longest_word():
+    """Labels "a"/"b" shown as "foo"/"bar" under ``unrelated``: with a tokenizer that splits words into 2-character
+    pieces each of those is one token longer, in every demonstration and in the answer."""
+    class PieceLM(WordLM):
+        def tokenize(self, text: str) -> list[int]:
+            return [1 + sum(map(ord, w[i:i + 2])) for w in text.split() for i in range(0, len(w), 2)]
+
+    from iclkit.episodes import EpisodeConfig
+    from iclkit.probes import perturb_labels
+
+    prompt = PromptTemplate(name="u", template="{text} =", target=" {label}")
+    task = toy_task([example("a", n, i) for i in range(3) for n in (1, 2)] + [example("b", 1, i) for i in range(6)],
+                    [example("a", 3, 9)], ("a", "b"))
+    lm = PieceLM(10_000)
+    gold, unrelated = plan_task(task, [prompt], lm), plan_task(task, [prompt], lm, probes=("gold", "unrelated"))
+    pieces = lambda text: len(lm.tokenize(text))  # noqa: E731
+    for k in (1, 2, 4):
+        longest = 0
+        for ep in sample_episodes(task, EpisodeConfig(shots=(k,), n_episodes=20, n_query=1, seed=0)):
+            shown = replace(prompt, verbalizer=perturb_labels(ep, "unrelated", 0).probe.mapping)
+            for q in ep.query:
+                r = shown.render(ep.support, q, ep.labels)
+                longest = max(longest, max(pieces(r.prefix) + pieces(r.context) + pieces(c)
+                                           for c in r.continuations.values()))
+        assert longest <= unrelated.prompt_tokens[k]
+        assert gold.prompt_tokens[k] < longest  # the gold plan alone would not bound these prompts
+        assert unrelated.prompt_tokens[k] == gold.prompt_tokens[k] + 2 * k + 1  # 2k demonstrations and the answer
+
+
+@pytest.mark.parametrize("lead", [(), (0,), (0, 7)])
+def test_the_lead_is_counted_at_its_real_length(lead):
+    lm = WordLM(60, lead=lead)
+    plan = plan_task(TOY, [ASYMMETRIC], lm)
+    assert all(plan.prompt_tokens[k] == enumerate_worst(TOY, ASYMMETRIC, lm, k) for k in plan.shots)
+    assert plan.prompt_tokens[3] == 54 + len(lead)
+
+
+@pytest.mark.parametrize("bos_chat", [False, True])
+def test_chat_prompts_count_the_lead_once(bos_chat):
+    """--chat: the template's turn markers are costed, and a template that writes BOS itself gets no second one."""
+    lm = WordLM(200, lead=(0,), bos_chat=bos_chat)
+    plan = plan_task(TOY, [ASYMMETRIC], lm, chat=True, probes=("gold", "random"))
+    plain = plan_task(TOY, [ASYMMETRIC], lm, probes=("gold", "random"))
+    for k in plan.shots:
+        expected = enumerate_worst(TOY, ASYMMETRIC, lm, k, chat=True, relabel=True)
+        assert plan.prompt_tokens[k] == expected
+        # three markers (<user>, <end>, <assistant>); the answer loses nothing (one word either way); the BOS word
+        # is written by the template instead of being put in front, so it counts once
+        assert expected == plain.prompt_tokens[k] + 3
+
+
+def test_the_runner_plans_under_the_runs_label_probes():
+    from iclkit.runner.config import RunConfig
+    from iclkit.runner.execute import _plan_shots
+
+    config = RunConfig.from_options({"shots": "auto", "labels": "random", "methods": "icl"})
+    plan = _plan_shots(TOY, [ASYMMETRIC], WordLM(60), config, config.auto_shots, None)
+    assert plan.max_shots == 2 and plan == plan_task(TOY, [ASYMMETRIC], WordLM(60), probes=("gold", "random"))

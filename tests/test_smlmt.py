@@ -182,6 +182,16 @@ def test_auto_never_picks_self_supervised_and_a_bad_protocol_is_rejected(data_di
     assert "in-task, self-supervised" in capsys.readouterr().err and not out.exists()
 
 
+def test_lee_news_alone_names_the_corpus_only_and_is_no_cross_task_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
+    task = load_task("movie-sentiment")
+    alone = plan_for(task, MetaTrainOptions(meta_train="self-supervised", meta_train_tasks=("lee-news",)), None, 0)
+    assert alone is not None and alone.sources == ("lee-news",) and dict(alone.excluded) == {}
+    with pytest.raises(IclkitError, match="unlabelled corpus") as e:
+        plan_for(task, MetaTrainOptions(meta_train="cross-task", meta_train_tasks=("lee-news",)), None, 0)
+    assert e.value.field == "meta_train_tasks"
+
+
 def test_an_offline_run_without_a_data_folder_meta_trains_on_the_lee_corpus(tmp_path, monkeypatch):
     monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
     out = tmp_path / "run"

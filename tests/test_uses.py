@@ -85,6 +85,47 @@ def test_icl_reports_label_reliance_and_permutation_indices(tmp_path):
     assert first[0].episode_hash != first[1].episode_hash
 
 
+def _result(episode: str, probe: str, perm: int, predicted: str, method: str = "icl"):
+    """One synthetic episode result: queries q0..q3 with gold labels a, a, b, b and the given predictions."""
+    from iclkit.types import EpisodeResult, Prediction
+
+    preds = tuple(Prediction(f"q{i}", g, p, g == p) for i, (g, p) in enumerate(zip("aabb", predicted)))
+    return EpisodeResult(episode, f"{episode}/{probe}/{perm}", "t", method, 2, ("a", "b"), preds,
+                         {"labels": probe, "permutation": perm})
+
+
+# (episode, probe, permutation) → predictions; accuracies in the comments
+HAND = {("e0", "gold", 0): "aabb", ("e0", "gold", 1): "abbb",    # 1, .75: q1 changes with the order
+        ("e1", "gold", 0): "aaaa", ("e1", "gold", 1): "aaaa",    # .5, .5
+        ("e2", "gold", 0): "bbbb", ("e2", "gold", 1): "abba",    # .5, .5: q0 and q3 change
+        ("e0", "random", 0): "bbbb", ("e0", "random", 1): "aaaa",  # .5, .5 (random rows never enter order_rows)
+        ("e1", "random", 0): "baaa", ("e1", "random", 1): "baaa",  # .25, .25
+        ("e2", "random", 0): "abaa", ("e2", "random", 1): "abaa"}  # .25, .25
+
+
+def test_label_and_order_rows_by_hand():
+    """Episode accuracies (mean over orders): gold .875, .5, .5 → .625; random .5, .25, .25 → 1/3. Reliance: paired
+    differences .375, .25, .25, mean .2917; of the 2³ sign flips only all-plus and all-minus reach that mean, so
+    the exact permutation p is 2/8. Orders (gold only): ranges .25, 0, 0 → 1/12; 3 of 12 queries change."""
+    from iclkit.analysis.uses import label_rows, order_rows
+
+    results = [_result(e, probe, perm, pred) for (e, probe, perm), pred in HAND.items()]
+    row, = label_rows(results)
+    assert row["chance"] == 0.5
+    assert {k: (v["accuracy"], v["n_episodes"]) for k, v in row["probes"].items()} == {"gold": (0.625, 3),
+                                                                                      "random": (0.3333, 3)}
+    rel = row["reliance"]
+    assert (rel["mean"], rel["p_value"], rel["n_episodes"]) == (0.2917, 0.25, 3)
+    assert 0.25 <= rel["ci_low"] < rel["ci_high"] <= 0.375  # a bootstrap mean of these differences lies there
+    invariant = [_result(e, "gold", 0, HAND[(e, "gold", 0)], method="knn") for e in ("e0", "e1", "e2")]
+    rows = order_rows(results + invariant, invariant={"t/knn": True})
+    assert rows == [{"task": "t", "method": "icl", "shots": 2, "order_invariant": False, "n_orders": 2,
+                     "accuracy": 0.625, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
+                     "mean_range": 0.0833, "changed_fraction": 0.25},
+                    {"task": "t", "method": "knn", "shots": 2, "order_invariant": True, "n_orders": 1}]
+    assert 0.5 <= rows[0]["ci_low"] < rows[0]["ci_high"] <= 0.875
+
+
 INVARIANT = {
     "protonet": lambda f: ProtoNet(f),
     "protonet-proj": lambda f: ProtoNet(f, project=True, loop=OuterLoop(10, 1e-2, 4), cache=False,

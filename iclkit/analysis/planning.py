@@ -18,16 +18,26 @@ factors sum to b/E and the others to a floor a, so the fewest episodes reaching 
     E = max(2, ceil(b / ((w / 2z)² − a))),
 
 and none exist when the floor alone, 2z·sqrt(a), is at least w. Templates and queries per episode stay as measured
-unless given. The plan generalizes over demonstration sets, orders and queries (and templates, when several were
-run). Variance that a run could not measure is carried where it shows up, which errs towards more episodes: with one
-order, order effects are part of the demonstration term and do not shrink with more orders.
+unless given. Variance that a run could not measure is carried where it shows up, which errs towards more episodes:
+with one order, order effects are part of the demonstration term and do not shrink with more orders.
+
+**Which interval.** Two CIs of one cell's accuracy answer different questions, and a plan names the one it sizes:
+
+- ``generalizing`` (the default): the interval above, over new demonstration sets, orders, queries and templates
+  (when several were run). Query and template main effects form the floor ``a``.
+- ``summary``: the interval summary.json reports, a percentile bootstrap over episodes of each episode's accuracy
+  (the mean over its prompts, in the drawn order only: ``iclkit.analysis.summary``). It holds the queries and
+  templates run fixed, so its variance is only the terms with the episode among their factors, at one order:
+  Var = b/E with no floor, and E = max(2, ceil(b / (w/2z)²)). With ``--same-queries`` this CI keeps narrowing with
+  more episodes where the generalizing one cannot: it says how precisely the score *on these queries* is known.
+  (The bootstrap's width is the normal one up to its plug-in variance, a factor sqrt((E−1)/E).)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from scipy.stats import norm
 
@@ -35,6 +45,12 @@ from iclkit.analysis.variance import CELL_KEYS, COMPONENTS, DesignChoice, Varian
 from iclkit.errors import IclkitError
 
 DEFAULT_CONFIDENCE = 0.95
+Interval = Literal["generalizing", "summary"]
+INTERVALS: tuple[Interval, ...] = ("generalizing", "summary")
+INTERVAL_TEXT = {
+    "generalizing": "the CI over new demonstration sets, orders, queries and templates (random-effects model)",
+    "summary": "the CI summary.json reports: bootstrap over episodes (drawn order), these queries and templates fixed",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class Plan:
     width: float | None  # predicted full width at the planned size
     floor: float  # full width with infinitely many episodes
     measured_width: float  # predicted full width at the size the run had
+    interval: Interval = "generalizing"  # which CI the widths are of (see the module docstring)
 
 
 def _sizes(d: VarianceDecomposition, episodes: float, orders: int | None, templates: int | None,
@@ -69,6 +86,13 @@ def _split(d: VarianceDecomposition, sizes: Mapping[str, float]) -> tuple[float,
         else:
             floor += t.variance / others
     return floor, per_episode
+
+
+def _split_for(d: VarianceDecomposition, sizes: Mapping[str, float], interval: Interval) -> tuple[float, float]:
+    """``_split`` for the interval planned: the summary's bootstrap holds queries and templates fixed, so the terms
+    without the episode among their factors (its floor) are no variance of it."""
+    floor, per_episode = _split(d, sizes)
+    return (0.0 if interval == "summary" else floor), per_episode
 
 
 def _z(confidence: float) -> float:
@@ -93,8 +117,14 @@ def ci_width(d: VarianceDecomposition, *, episodes: int, orders: int | None = No
                                                         queries=queries))
 
 
-def check_plan_options(target_width: float, orders: int | None = None) -> None:
+def check_plan_options(target_width: float, orders: int | None = None, interval: str = "generalizing") -> None:
     """The planner's user-facing options, checked before any work."""
+    if interval not in INTERVALS:
+        raise IclkitError(f"unknown interval {interval!r}", field="interval",
+                          hint=f"choose from {', '.join(INTERVALS)}")
+    if interval == "summary" and orders not in (None, 1):
+        raise IclkitError("the summary's CI is over episodes in their drawn order: more orders do not change it",
+                          field="orders", hint="leave out --orders, or plan --interval generalizing")
     if not (isinstance(target_width, (int, float)) and math.isfinite(target_width) and target_width > 0):
         raise IclkitError(f"must be a positive number (a full CI width in accuracy units), got {target_width}",
                           field="ci_width", hint="e.g. --ci-width 0.05 for ±2.5 points")
@@ -103,12 +133,14 @@ def check_plan_options(target_width: float, orders: int | None = None) -> None:
 
 
 def plan_cell(d: VarianceDecomposition, target_width: float, *, orders: int | None = None,
-              queries: int | None = None, confidence: float = DEFAULT_CONFIDENCE) -> Plan:
-    """The fewest episodes (at ``orders`` orders; default: as measured) giving a CI of full width ≤ target."""
-    check_plan_options(target_width, orders)
+              queries: int | None = None, confidence: float = DEFAULT_CONFIDENCE,
+              interval: Interval = "generalizing") -> Plan:
+    """The fewest episodes (at ``orders`` orders; default: as measured) giving a CI of full width ≤ target, for the
+    ``interval`` named (see the module docstring)."""
+    check_plan_options(target_width, orders, interval)
     z = _z(confidence)
-    sizes = _sizes(d, 1, orders, None, queries)
-    floor, per_episode = _split(d, sizes)
+    sizes = _sizes(d, 1, 1 if interval == "summary" else orders, None, queries)
+    floor, per_episode = _split_for(d, sizes, interval)
     half = target_width / (2 * z)
     if floor >= half ** 2:
         episodes = None
@@ -118,18 +150,20 @@ def plan_cell(d: VarianceDecomposition, target_width: float, *, orders: int | No
         # the tiny slack keeps an exact fit (b / gap an integer up to rounding) from being pushed one episode up
         episodes = max(2, math.ceil(per_episode / (half ** 2 - floor) * (1 - 1e-12)))
     width = None if episodes is None else 2 * z * math.sqrt(floor + per_episode / episodes)
-    measured = ci_width(d, episodes=d.levels["episodes"], confidence=confidence)
+    now_floor, now_per_episode = _split_for(d, _sizes(d, 1, 1 if interval == "summary" else None, None, None),
+                                            interval)
+    measured = 2 * z * math.sqrt(now_floor + now_per_episode / d.levels["episodes"])
     return Plan(decomposition=d, target_width=float(target_width), confidence=confidence, orders=int(sizes["order"]),
                 templates=int(sizes["template"]), queries=int(sizes["query"]), episodes=episodes, width=width,
-                floor=2 * z * math.sqrt(floor), measured_width=measured)
+                floor=2 * z * math.sqrt(floor), measured_width=measured, interval=interval)
 
 
 def plan_records(records: Iterable[Mapping[str, Any]], target_width: float, *, orders: int | None = None,
                  queries: int | None = None, confidence: float = DEFAULT_CONFIDENCE, design: DesignChoice = "auto",
-                 cell_keys: Sequence[str] = CELL_KEYS) -> list[Plan]:
+                 cell_keys: Sequence[str] = CELL_KEYS, interval: Interval = "generalizing") -> list[Plan]:
     """Decompose every cell of records.jsonl-style records and plan it (see ``plan_cell``)."""
-    check_plan_options(target_width, orders)
-    return [plan_cell(d, target_width, orders=orders, queries=queries, confidence=confidence)
+    check_plan_options(target_width, orders, interval)
+    return [plan_cell(d, target_width, orders=orders, queries=queries, confidence=confidence, interval=interval)
             for d in decompose_records(records, design=design, cell_keys=cell_keys)]
 
 
@@ -151,6 +185,8 @@ def plan_table(plans: Sequence[Plan]) -> str:
         lines.append("| " + " | ".join([*(str(d.cell[k]) for k in keys), *(comp(d, n) for n in COMPONENTS),
                                         d.design, f"{d.levels['episodes']} × {d.levels['orders']}",
                                         f"{p.measured_width:.3f}", str(p.orders), planned, then]) + " |")
+    if plans:
+        lines.append(f"\nCI planned: {plans[0].interval}, {INTERVAL_TEXT[plans[0].interval]}.")
     if any(p.orders > p.decomposition.levels["orders"] == 1 for p in plans):
         lines.append("\nOrders were not varied in this run: order effects are counted with the demonstrations, so "
                      "more orders are not credited (the plan errs towards more episodes).")

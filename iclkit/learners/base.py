@@ -65,6 +65,11 @@ class Capabilities:
     ``order_sensitive``: its predictions can depend on the order of the demonstrations (a prompt, a sequence model),
     so ``--orders P`` runs it under P permutations of each support set; an order-invariant learner (a set function:
     prototypes, nearest neighbours, a fitted classifier) runs the drawn order only and is reported as invariant.
+    ``meta_trains``: it learns from meta-training episodes (``MetaLearner.meta_train``) drawn under the task's
+    protocol (``iclkit.protocols``). True: the runner resolves their sources and draws them when the run is planned,
+    before any model is loaded, so a run that cannot be served fails first; False: never meta-trained (a
+    ``MetaLearner`` with nothing to learn, e.g. plain ProtoNet); None: whether the built learner is a
+    ``MetaLearner`` (its sources are then resolved once every learner is built, still before any episode runs).
     """
 
     min_shots: int = 1
@@ -74,6 +79,7 @@ class Capabilities:
     variants: tuple[str, ...] = ()
     prompted: bool = False
     order_sensitive: bool = False
+    meta_trains: bool | None = None
 
 
 EpisodeInput = tuple[Sequence[Example], Sequence[str], Sequence[Example]]  # (support, labels, queries)

@@ -43,11 +43,14 @@ class MetaTrainOptions:
     """
 
     meta_train: MetaProtocol = "auto"
-    meta_train_tasks: tuple[str, ...] = ()  # cross-task / self-supervised sources (empty: all outside the corpus)
+    # cross-task / self-supervised sources (empty: all outside the corpus; self-supervised: 'lee-news' alone is
+    # the Lee corpus only)
+    meta_train_tasks: tuple[str, ...] = ()
     allow_same_corpus: bool = False  # let meta_train_tasks name a task of the evaluated task's corpus
     class_split_seed: int | None = None  # seed of the class-split (None: the run's seed)
     meta_episodes: int = 1000
     meta_pool: int = 256  # train texts per class that meta-training episodes draw from
+    meta_classes: int | None = None  # most classes per meta-training source, a seeded sample (None: every class)
     meta_query: int = 8  # queries per class in a meta-training episode
     meta_val_episodes: int = 64  # meta-validation episodes from held-out classes / sources (early stopping, search)
     meta_search: int = 0  # Optuna TPE trials per meta-learner on meta-validation episodes (0: the learner's defaults)

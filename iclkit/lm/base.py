@@ -19,8 +19,9 @@ Pooling = Literal["mean", "last"]
 class LoglikelihoodRequest:
     """Score ``continuation`` after ``prefix + context``.
 
-    The three parts are tokenized separately and concatenated, so a prefix shared by many requests (an episode's
-    demonstrations) has one tokenization, and every scoring path sees exactly the same token ids.
+    The token ids are those of the joined text, cut at the part boundaries (a token spanning one goes with the later
+    part), so a prefix shared by many requests (an episode's demonstrations) has one tokenization, no tokenizer's
+    start-of-text rule (a SentencePiece prefix space) lands mid-prompt, and every scoring path sees the same ids.
     """
 
     prefix: str
@@ -64,6 +65,13 @@ class LM(Protocol):
         """Token ids of ``text`` without special tokens: the ids a request's parts are scored with."""
         ...
 
+    @property
+    def lead(self) -> Sequence[int]:
+        """Token ids the backend puts in front of every prompt (a BOS token; none for SmolLM2, one for Llama), as the
+        tokenizer adds them to an empty text. A prompt whose own tokens already start with them (a chat template that
+        writes the BOS string itself: Llama 3, Gemma) gets none: see ``lead_for``."""
+        ...
+
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """``messages`` (``{"role", "content"}``) in the model's chat format, as text ending where the assistant's
         reply begins; ``IclkitError`` (field ``chat``) for a model without a chat template."""
@@ -90,3 +98,10 @@ class LM(Protocol):
     def describe(self) -> Mapping[str, Any]:
         """Everything about the model that moves a score: id, revision, weights hash, dtype, quantization, backend."""
         ...
+
+
+def lead_for(lead: Sequence[int], first: Sequence[int]) -> list[int]:
+    """The tokens to put before a prompt whose own tokens begin with ``first``: ``lead``, or none when ``first``
+    already starts with it. A chat template that writes BOS itself would otherwise get a second BOS, which shifts
+    every position and is a prompt the model never saw in training. Backends and ``--shots auto`` both count this."""
+    return [] if lead and list(first[:len(lead)]) == list(lead) else list(lead)

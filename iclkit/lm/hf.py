@@ -13,7 +13,7 @@ import torch
 
 from iclkit.errors import IclkitError
 from iclkit.lm.backoff import run_batched
-from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling
+from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling, lead_for
 from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
 from iclkit.lm.registry import register_backend
@@ -29,8 +29,9 @@ class HFCausalLM:
     """Scores and generates with ``transformers.AutoModelForCausalLM``.
 
     ``share_prefix=True`` (the default) runs each distinct prefix once and continues every request of that prefix
-    from its KV cache; ``False`` runs every request as one full left-padded sequence (the naive path, kept for
-    comparison). Both read logits only at the positions that score a continuation.
+    from its KV cache, where the model's cache allows it exactly (``scoring_path``, in ``describe()``); ``False``
+    runs every request as one full left-padded sequence (the naive path, kept for comparison). Both read logits only
+    at the positions that score a continuation.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 0, share_prefix: bool = True,
@@ -40,7 +41,8 @@ class HFCausalLM:
         self.share_prefix = share_prefix
         self.info = dict(info or {})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-        # Tokens the tokenizer puts in front of every text (e.g. BOS); empty for SmolLM2.
+        # Tokens the tokenizer puts in front of every text (e.g. BOS), read from it rather than assumed: none for
+        # SmolLM2, one for Llama, and a tokenizer may add more.
         self.lead: list[int] = list(tokenizer("", add_special_tokens=True)["input_ids"])
         cfg = model.config
         own = int(getattr(cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 0))
@@ -51,8 +53,32 @@ class HFCausalLM:
         # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._encoded: dict[str, list[int]] = {}
+        self._anchors: dict[str, tuple[int, int] | None] = {}
         self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS[
             "cuda" if model.device.type == "cuda" else "cpu"]
+        self.scoring_path, self._path_reason = self._choose_path()
+
+    @torch.inference_mode()
+    def _choose_path(self) -> tuple[str, str]:
+        """``"prefix-shared"`` when a prefix's KV cache can be continued exactly by every row (each layer a plain
+        full-attention cache, which any position and mask can attend to), else ``"full-sequence"``, and why.
+
+        Sliding-window layers keep only a window of keys and place it by index, which the left-padded rows after a
+        cache shift (Mistral, Gemma 2/3); a recurrent state (Mamba) has no per-token keys to broadcast or gather.
+        Those models score one full left-padded sequence per request, exact for them; a two-token forward pass at
+        load tells which cache the model builds, rather than a list of architectures that would go stale.
+        """
+        if not self.share_prefix:
+            return "full-sequence", "share_prefix=False"
+        ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.model.device)
+        with self._autocast():
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
+                             **({"logits_to_keep": 1} if self._keeps_logits else {}))
+        cache = getattr(out, self._cache_arg, None)
+        if _shareable(cache):
+            return "prefix-shared", "every layer caches all keys"
+        kinds = sorted({type(x).__name__ for x in getattr(cache, "layers", [])}) or [type(cache).__name__]
+        return "full-sequence", f"its cache ({', '.join(kinds)}) cannot be continued by rows of other lengths"
 
     @property
     def context_length(self) -> int:
@@ -65,8 +91,9 @@ class HFCausalLM:
         return str(self.model.device)
 
     def describe(self) -> Mapping[str, Any]:
-        """The provenance recorded at load: model, revision, weights hash, dtype, quantization, device, backend."""
-        return dict(self.info)
+        """The provenance recorded at load (model, revision, weights hash, dtype, quantization, device, backend) and
+        the scoring path this model gets (``scoring_path``, ``scoring_path_reason``)."""
+        return {**self.info, "scoring_path": self.scoring_path, "scoring_path_reason": self._path_reason}
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens (memoized: prefixes repeat across requests)."""
@@ -78,13 +105,85 @@ class HFCausalLM:
         return list(ids)  # a copy: a caller that appends to it must not change the memo
 
     def split(self, prefix: str, context: str) -> tuple[list[int], list[int]]:
-        """Token ids of ``lead + prefix`` and of ``context``, tokenized separately.
+        """Token ids of ``lead + prefix`` and of ``context`` (``splits`` of one pair)."""
+        return self.splits([(prefix, context)])[0]
 
-        Whitespace that ends the prefix is tokenized with the context: BPE tokenizers attach whitespace to the word
-        after it, so this matches the tokenization of the joined text (and lm-evaluation-harness's) at the boundary.
+    def splits(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Token ids of ``lead + prefix`` and of ``context`` for each pair, as the joined text tokenizes them, cut
+        after the tokens it shares with the prefix tokenized alone; no lead when the prompt's text already starts
+        with it (``lead_for``: a chat template that writes BOS gets no second one).
+
+        So a prompt's ids are its joined text's, whatever a tokenizer does at a text's start or across the boundary:
+        a SentencePiece prefix space (Llama 2, Mistral, Phi-3) is not put again in front of the query, and a token
+        spanning the boundary (Llama 3 joins a period with the newlines after it) stays whole. Whitespace that ends
+        the prefix is left out of its own tokenization (BPE attaches it to the next word), so the prompts of an
+        episode share the ids of its demonstrations up to the cut, and that part is what gets cached.
+
+        The joined text is not tokenized whole, which would cost a full prompt per query: tokenization restarts at
+        the prefix's last space-led word (``_anchor``), a pre-token start that the text before it cannot change,
+        and the window from there is checked to reproduce that word's first token (else the whole text is used).
         """
-        body = prefix.rstrip()
-        return self.lead + self.tokenize(body), self.tokenize(prefix[len(body):] + context)
+        bodies = [p.rstrip() for p, _ in pairs]
+        anchors = [self._anchor(b) for b in bodies]
+        windows = self._encode_all([p[a[1]:] + c if a else p + c for (p, c), a in zip(pairs, anchors)])
+        out = []
+        for (prefix, context), body, a, ids in zip(pairs, bodies, anchors, windows):
+            head = self.tokenize(body)
+            start = a[0] if a else 0
+            n = _common(head[start:], ids)
+            if a and n == 0:  # the window does not restart cleanly there: tokenize the whole text
+                ids, start = self._encode_all([prefix + context])[0], 0
+                n = _common(head, ids)
+            pre, ctx = head[:start] + ids[:n], ids[n:]
+            out.append((lead_for(self.lead, (pre + ctx)[:len(self.lead)]) + pre, ctx))
+        return out
+
+    def _anchor(self, body: str) -> tuple[int, int] | None:
+        """``(k, pos)``: ``body[pos:]`` is its last word led by one space, and ``body[:pos]`` tokenizes as the first
+        ``k`` tokens of ``body``; None if it has no such word (memoized: a prefix serves many queries)."""
+        if body not in self._anchors:
+            pos = body.rfind(" ")
+            while pos > 0 and body[pos - 1].isspace():
+                pos = body.rfind(" ", 0, pos - 1)
+            found = None
+            if pos > 0:
+                head, before = self.tokenize(body), self.tokenize(body[:pos])
+                if len(before) < len(head) and head[:len(before)] == before:
+                    found = (len(before), pos)
+            if len(self._anchors) < 100_000:
+                self._anchors[body] = found
+            return found
+        return self._anchors[body]
+
+    def _encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens, from one batched tokenizer call (outside the memo of
+        ``tokenize``: each of these texts is tokenized once)."""
+        distinct = [t for t in dict.fromkeys(texts) if t]
+        ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+        found = dict(zip(distinct, ids))
+        return [list(found.get(t, [])) for t in texts]
+
+    def parts(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[list[int], list[int], list[int]]]:
+        """``(lead + prefix, context, continuation)`` ids of each request, as the joined text tokenizes them.
+
+        The continuation's ids are those the context and continuation get tokenized together, after the tokens they
+        share with the context alone (the context anchors the answer's boundary as the whole text would, at a
+        fraction of the cost; a blank context anchors on prefix + context). A token that spans the boundary (a
+        label without a space after a colon, in Llama 3's split) is scored with the continuation.
+        """
+        pairs = list(dict.fromkeys((r.prefix, r.context) for r in requests))
+        prompts = dict(zip(pairs, self.splits(pairs)))
+        anchors = [r.context if r.context.strip() else r.prefix + r.context for r in requests]
+        alone = self._encode_all(anchors)
+        joined = self._encode_all([a + r.continuation for a, r in zip(anchors, requests)])
+        out = []
+        for r, a, j in zip(requests, alone, joined):
+            prefix, ctx = prompts[(r.prefix, r.context)]
+            n = _common(a, j)
+            prompt, keep = prefix + ctx, len(prefix) + len(ctx) - (len(a) - n)
+            cut = min(len(prefix), keep)
+            out.append((prompt[:cut], prompt[cut:keep], j[n:]))
+        return out
 
     def request_ids(self, prefix: str, context: str) -> list[int]:
         """The prompt's token ids as every scoring path sees them (``split`` joined); an empty prompt is an error."""
@@ -113,7 +212,7 @@ class HFCausalLM:
         if not -n_layers - 1 <= layer <= n_layers:
             raise IclkitError(f"layer {layer} out of range for a {n_layers}-layer model", field="embed_layer")
         encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-        seqs = [(self.lead + list(ids))[:max_tokens] or [self.pad_id] for ids in encoded]
+        seqs = [(lead_for(self.lead, ids) + list(ids))[:max_tokens] or [self.pad_id] for ids in encoded]
         body = getattr(self.model, "base_model", self.model)  # no LM head: no vocabulary-sized logits
         out: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
 
@@ -164,19 +263,16 @@ class HFCausalLM:
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        """Prefix-shared (or naive, ``share_prefix=False``) scoring; results in the order of ``requests``."""
-        items = []
-        for r in requests:
-            cont = self.tokenize(r.continuation)
+        """Prefix-shared scoring, or one full sequence per request (``scoring_path``); results in request order."""
+        items = self.parts(requests)
+        for r, (prefix, ctx, cont) in zip(requests, items):
             if not cont:
                 raise IclkitError(f"continuation {r.continuation!r} has no tokens", field="verbalizer")
-            prefix, ctx = self.split(r.prefix, r.context)
             if not prefix and not ctx:
                 self.request_ids(r.prefix, r.context)  # raises the empty-prompt error
             self._check_length(len(prefix) + len(ctx) + len(cont))
-            items.append((prefix, ctx, cont))
         results: list[Loglikelihood | None] = [None] * len(items)
-        if self.share_prefix:
+        if self.scoring_path == "prefix-shared":
             for pack in self._packs(plan(items)):
                 if not (self._score_group(pack[0], results) if len(pack) == 1 else self._score_pack(pack, results)):
                     self._score_naive([items[t.request] for g in pack for r in g.rows for t in r.targets],
@@ -284,7 +380,9 @@ class HFCausalLM:
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy decoding in length-bucketed left-padded batches, each text cut at its first stop string."""
-        prompts = [self.request_ids(r.prefix, r.context) for r in requests]
+        prompts = [p + c for p, c in self.splits([(r.prefix, r.context) for r in requests])]
+        if any(not p for p in prompts):
+            raise IclkitError("empty prompt: the model needs at least one context token (this tokenizer adds no BOS)")
         for r, p in zip(requests, prompts):
             self._check_length(len(p) + r.max_new_tokens)
         results: list[str | None] = [None] * len(requests)
@@ -298,8 +396,8 @@ class HFCausalLM:
                 out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new,
                                           do_sample=False, pad_token_id=self.pad_id, num_beams=1, **extra)
             for row, i in enumerate(batch):
-                new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens]
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens].tolist()
+                text = _new_text(self.tokenizer, prompts[i], new)
                 for stop in requests[i].stop:
                     if stop and stop in text:
                         text = text[: text.index(stop)]
@@ -324,6 +422,24 @@ def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]])
         out.append(Loglikelihood(float(sum(lp_list[at:at + n])), n, all(hit_list[at:at + n])))
         at += n
     return out
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common start of two id lists."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _new_text(tokenizer: Any, prompt: list[int], new: list[int]) -> str:
+    """The text ``new`` adds after ``prompt``: decoded together, less the prompt's text. Decoding the new ids alone
+    would read them as a text's start, where a SentencePiece decoder drops the leading space."""
+    head = tokenizer.decode(prompt, skip_special_tokens=True)
+    text = tokenizer.decode(prompt + new, skip_special_tokens=True)
+    return text[len(head):] if text.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)
 
 
 def _shareable(cache: Any) -> bool:

@@ -96,7 +96,9 @@ class CachedLM:
     def __init__(self, lm: LM, cache: ScoreCache | str | Path):
         self.lm = lm
         self.cache = cache if isinstance(cache, ScoreCache) else ScoreCache(cache)
-        self.key = model_key(lm.describe())  # what every stored score is filed under
+        # what every stored score is filed under; a model with a lead (BOS) is filed apart from the scores stored
+        # before a chat prompt that writes BOS itself stopped getting a second one (SmolLM2's, with none, are kept)
+        self.key = model_key(lm.describe()) + ("/lead once" if lm.lead else "")
         self.hits = 0
         self.misses = 0
 
@@ -133,6 +135,11 @@ class CachedLM:
     def tokenize(self, text: str) -> list[int]:
         """The wrapped LM's tokenization."""
         return self.lm.tokenize(text)
+
+    @property
+    def lead(self) -> Sequence[int]:
+        """The wrapped LM's lead (BOS) tokens."""
+        return self.lm.lead
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """The wrapped LM's chat format."""

@@ -221,6 +221,12 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
                                                       plans[task.name])
         return train_sets[task.name]
 
+    # Meta-training episodes are drawn now, from sources resolved under each task's protocol, before any model is
+    # loaded (only --shots auto has used the tokenizer above): a run that cannot be served fails here, writing nothing.
+    trains = [m for m in config.methods if learners.entry(m).capabilities.meta_trains]
+    for task in tasks if trains else ():
+        if plans[task.name] is not None:
+            train_for(task)
     world = distributed.init()  # under accelerate launch / torchrun: this process runs every world.size-th episode
     progress = progress and world.main
     ckpt = Checkpoint(out, config_key(config.to_dict())) if out is not None and world.main else None
@@ -273,9 +279,12 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
                         shown = replace(prompt, verbalizer=dict(mapping_items))
                         outputs, learner = build(shown, group)
                         jobs.append(_Job(task, method, outputs, shown, learner, group, ("unrelated",)))
+    for job in jobs:  # learners that did not declare meta_trains: their sources too, before any episode runs
+        if _meta_trains(job):
+            train_for(job.task)
     for job in jobs:
         learner, task = job.learner, job.task
-        if isinstance(learner, learners.MetaLearner):
+        if _meta_trains(job):
             train = train_for(task)
             learner.meta_train(train)
             meta_hashes[f"{task.name}/{job.method}"] = episodes_hash(train)
@@ -347,14 +356,21 @@ def run(config: RunConfig, out: str | Path | None = None, *, progress: bool = Tr
 
 def _plan_shots(task: TaskData, prompts: Sequence[PromptTemplate], lm: Any, config: RunConfig,
                 request: ShotsRequest, classes: Sequence[str] | None) -> ShotPlan:
-    """The largest k whose worst-case prompt fits ``lm``'s context under every prompt of ``task``, in the format the
-    run's prompted learners render (their ``chat`` and ``max_new_tokens`` options)."""
+    """The largest k whose worst-case prompt fits ``lm``'s context under every prompt and label probe of ``task``, in
+    the format the run's prompted learners render (their ``chat`` and ``max_new_tokens`` options)."""
     specs = [learners.entry(m).options for m in config.methods if learners.entry(m).capabilities.prompted]
     specs = [spec for spec in specs if spec is not None]
     chat = any(spec.value("chat", config.options) for spec in specs)
     new_tokens = max([int(spec.value("max_new_tokens", config.options)) for spec in specs], default=0)
     return plan_task(task, prompts, lm, n_way=config.episodes.n_way, classes=classes, chat=chat,
-                     max_shots=request.cap, max_new_tokens=new_tokens if task.spec.type == "generation" else 0)
+                     max_shots=request.cap, max_new_tokens=new_tokens if task.spec.type == "generation" else 0,
+                     probes=config.labels)
+
+
+def _meta_trains(job: _Job) -> bool:
+    """Whether ``job``'s learner meta-trains: as its registration declares, else whether it is a MetaLearner."""
+    declared = learners.entry(job.method).capabilities.meta_trains
+    return declared if declared is not None else isinstance(job.learner, learners.MetaLearner)
 
 
 def _eval_classes(plan: MetaTrainPlan | None) -> tuple[str, ...] | None:
