@@ -59,19 +59,20 @@ def rows(runs: list[Path]) -> list[dict]:
     return out
 
 
-COLUMNS = ("protonet", "protonet-proj", "maml", "fomaml", "knn", "knn-bottleneck", "mann", "transformer")
+PROTO_COLUMNS = ("protonet", "protonet-proj", "maml", "fomaml")
+MEMORY_COLUMNS = ("knn", "knn-bottleneck", "mann", "transformer")
 
 
-def compact(runs: list[Path], table: list[dict]) -> list[str]:
+def compact(runs: list[Path], table: list[dict], columns: tuple[str, ...]) -> list[str]:
     """One line per run × shots: each method's accuracy, and for a meta-learner or control its difference from its
-    first floor (ProtoNet or kNN) with ``*`` where p < 0.05."""
+    first floor (ProtoNet or kNN) with ``*`` where p < 0.05; runs without any of ``columns`` are left out."""
     diff = {(r["run"], r["shots"], r["method"]): r for r in table if r["floor"] == FLOORS[r["method"]][0]}
-    lines = ["| run | k | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+    lines = ["| run | k | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for run in runs:
         acc = episode_accuracies(run)
-        for task, shots in sorted({(t, k) for t, k, _ in acc}):
+        for task, shots in sorted({(t, k) for t, k, m in acc if m in columns[1:]}):
             cells = []
-            for m in COLUMNS:
+            for m in columns:
                 eps = acc.get((task, shots, m))
                 if not eps:
                     cells.append("–")
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     below = [r for r in meta if r["below"]]
     print(f"\nfloors_checked={len(meta)} significantly_below={len(below)} "
           f"significantly_above={sum(r['above'] for r in meta)}")
-    print("\n" + "\n".join(compact(args.runs, table)))
+    for columns in (PROTO_COLUMNS, MEMORY_COLUMNS):
+        print("\n" + "\n".join(compact(args.runs, table, columns)))
     print("\n| run | meta-learner | search s | training s | outer steps run | step kept |")
     print("|---|---|---:|---:|---:|---:|")
     for t in timings(args.runs):

@@ -43,7 +43,7 @@ def _default_out(tasks: Sequence[str], model: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iclkit.runner.config import RunConfig
+    from iclkit.runner.config import RunConfig, is_default_run
     from iclkit.runner.distributed import world
     from iclkit.runner.execute import run
 
@@ -53,6 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cli = {k: given.pop(k) for k in _CLI_ONLY if k in given}
     config = RunConfig.from_options(given, file=args.config if args.config else None)
     out = cli.get("out") or _default_out(config.tasks, config.model.name)
+    if "score_cache" not in cli and is_default_run(config.tasks):  # a second default run reads its scores back
+        cli["score_cache"] = "default"
     result = run(config, out, progress=bool(cli.get("progress", True)), score_cache=_score_cache(cli.get("score_cache")))
     if not world().main:
         return 0  # rank 0 alone prints and writes
@@ -183,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-remote-code", action="store_true", default=None)
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     r.add_argument("--score-cache", nargs="?", const="default", metavar="FILE",
-                   help="reuse LM scores from a sqlite cache (default file: $ICLKIT_CACHE/scores.sqlite)")
+                   help="reuse LM scores from a sqlite cache (default file: $ICLKIT_CACHE/scores.sqlite; the "
+                        "default run, on the default tasks, uses it unless given another)")
     r.set_defaults(func=cmd_run)
     from iclkit.export.formats import available_formats  # formats registered before main() are offered too
 

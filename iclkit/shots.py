@@ -8,13 +8,21 @@ Conservative: k is checked on the worst prompt any episode could draw — for ea
 demonstrations, the n_way classes whose k longest are longest together, the longest query, the longest answer.
 Under label probes (``--labels random|flipped|unrelated``) a demonstration is costed with the longest label word any
 probe can show on it, and ``unrelated`` adds a prompt whose every label shows the longest unrelated word.
-Lengths are counted as the LM counts them: prefix (instruction + demonstrations), query context and answer are
-tokenized separately (see iclkit.lm.base.LoglikelihoodRequest; ``prompt_tokens``), plus the LM's real lead (BOS)
-tokens unless the prompt already starts with them (``iclkit.lm.base.lead_for``), plus ``reserve`` tokens (the tokens
-a generation may add). Demonstrations are ranked by the length of a one-demonstration prefix, so the worst prompt is
-exact up to how a tokenizer merges text across the separator between two demonstrations. Worst case means
-pessimistic for long-tailed lengths: on AG News with SmolLM2 (8,192 tokens) the longest 1-shot prompt is 1,335
-tokens, so k stops at 10, while 20 drawn 8-shot episodes needed at most 1,861 tokens and 16-shot ones at most 3,744.
+The worst prompt is counted as the backend sends it: each answer's request through ``LM.token_counts``, the ids
+``loglikelihood`` scores and checks against the window (the joined text's, cut at the part boundaries; the lead (BOS)
+once, none when the prompt writes it), plus ``reserve`` tokens (the tokens a generation may add). Counting prefix,
+context and answer one by one (``prompt_tokens``) is a token off at a boundary: a SentencePiece prefix space in front
+of each part, Llama 3's period joined with the newlines after it. The count costs a few tokenizations per k tried
+(0.5 s of a 15 s plan on AG News with ``--labels random``); the time goes to ranking.
+
+Demonstrations and queries are ranked by their own tokens (a one-demonstration prefix, a query's context; memoized
+``LM.tokenize``), so the worst prompt is the longest any episode can send as long as a demonstration adds the same
+tokens wherever it stands and in any order: true when the separator ends a pre-token and no merge crosses it (the
+shipped templates' newlines), which tests/test_model_families.py checks against every prompt a toy task can draw,
+under gold and random labels, for GPT-2's byte-level BPE, a Llama 2-style SentencePiece, Llama 3's split and
+SmolLM2's tokenizer. Worst case means pessimistic for long-tailed lengths: on AG News with SmolLM2 (8,192 tokens)
+the longest 1-shot prompt is 1,335 tokens, so k stops at 10, while 20 drawn 8-shot episodes needed at most 1,861
+tokens and 16-shot ones at most 3,744.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 from iclkit.errors import IclkitError
-from iclkit.lm.base import lead_for
+from iclkit.lm.base import LoglikelihoodRequest
 from iclkit.probes import shown_labels, unrelated_candidates
 from iclkit.prompts import PromptTemplate, Rendered, fill
 from iclkit.types import Example
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
 
 Renderer = Callable[[Sequence[Example], Example], Rendered]  # (demonstrations, query) → the rendered prompt
 Length = Callable[[str], int]  # text → its number of tokens
-Lead = Callable[[str, str], int]  # (prefix without its final whitespace, the rest) → tokens the backend puts first
+Count = Callable[[Rendered], int]  # a rendered prompt → tokens of its longest request, lead included
 Shown = Callable[[Example], Sequence[str]]  # a demonstration → every label it may show (a label probe widens them)
 Limit = Literal["context", "data", "max_shots"]
 
@@ -116,27 +124,37 @@ def template_renderer(template: PromptTemplate, labels: Sequence[str]) -> Render
     return lambda demos, query: template.render(demos, query, labels)
 
 
-def prompt_tokens(rendered: Rendered, length: Length, lead: Lead | None = None) -> int:
-    """Tokens of the longest request for one query: the lead, prefix, context and the longest answer, each tokenized
-    alone; whitespace that ends the prefix is counted with the context, as the hf backend tokenizes it
-    (``HFCausalLM.split``)."""
+def prompt_tokens(rendered: Rendered, length: Length) -> int:
+    """Tokens of the longest request for one query by a bare ``length``: prefix, context and the longest answer, each
+    counted alone (whitespace that ends the prefix with the context). ``plan_task`` counts through the LM instead
+    (``request_counter``), as the backend tokenizes the joined text."""
     body = rendered.prefix.rstrip()
     rest = rendered.prefix[len(body):] + rendered.context
     answers = list(rendered.continuations.values()) or [rendered.target]
-    first = lead(body, rest) if lead is not None else 0
-    return first + length(body) + length(rest) + max(length(a) for a in answers)
+    return length(body) + length(rest) + max(length(a) for a in answers)
+
+
+def request_counter(lm: "LM") -> Count:
+    """``Count`` by ``lm.token_counts``: the ids the backend sends for each answer's request (lead, joined-text
+    boundaries and all), the longest of them."""
+    def count(rendered: Rendered) -> int:
+        answers = list(rendered.continuations.values()) or [rendered.target]
+        return max(lm.token_counts([LoglikelihoodRequest(rendered.prefix, rendered.context, a) for a in answers]))
+
+    return count
 
 
 def auto_shots(train: Sequence[Example], render: Renderer, length: Length, context_length: int, *,
                labels: Sequence[str] = (), n_way: int | None = None, queries: Sequence[Example] = (),
-               reserve: int = 0, max_shots: int | None = None, lead: Lead | None = None,
+               reserve: int = 0, max_shots: int | None = None, count: Count | None = None,
                shown: Shown | None = None) -> ShotPlan:
     """Shot counts 1, 2, 4, … and the largest k (if not a power of two) whose worst-case prompt fits.
 
     ``labels``: the task's classes (empty for open-answer tasks: all of ``train`` is one pool); ``n_way``: classes
     per episode (default: all); ``queries``: where queries come from (default: ``train``); ``max_shots``: a cap;
-    ``lead``: the tokens the LM puts in front of a prompt (default none); ``shown``: the labels a demonstration may
-    show (default its own; a demonstration counts with the longest).
+    ``count``: the tokens of the worst prompt (default ``prompt_tokens`` by ``length``; ``length`` then only ranks
+    demonstrations and queries); ``shown``: the labels a demonstration may show (default its own; a demonstration
+    counts with the longest).
     """
     if context_length <= 0:
         raise IclkitError("the model does not report its context window, so --shots auto cannot size prompts",
@@ -164,10 +182,14 @@ def auto_shots(train: Sequence[Example], render: Renderer, length: Length, conte
     if max_shots is not None and max_shots < cap:
         cap, limit = max_shots, "max_shots"
 
+    counted: dict[int, int] = {}
+
     def tokens(k: int) -> int:
-        heaviest = sorted(ranked, key=lambda lab: (-sum(cost[e] for e in ranked[lab][:k]), lab))[:n_way]
-        demos = [worst[e] for lab in heaviest for e in ranked[lab][:k]]
-        return prompt_tokens(render(demos, query), length, lead) + reserve
+        if k not in counted:
+            heaviest = sorted(ranked, key=lambda lab: (-sum(cost[e] for e in ranked[lab][:k]), lab))[:n_way]
+            rendered = render([worst[e] for lab in heaviest for e in ranked[lab][:k]], query)
+            counted[k] = (count(rendered) if count is not None else prompt_tokens(rendered, length)) + reserve
+        return counted[k]
 
     first = tokens(1)
     if first > context_length:
@@ -196,8 +218,8 @@ def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, 
               classes: Sequence[str] | None = None, chat: bool = False, max_shots: int | None = None,
               max_new_tokens: int = 0, probes: Sequence[str] = ("gold",)) -> ShotPlan:
     """The shot plan of ``task`` under the tightest of ``prompts``: the largest k whose worst-case prompt fits
-    ``lm``'s context window under every prompt and label probe, counted with ``lm``'s tokenizer (in its chat format
-    with ``chat``) and its lead (BOS) tokens.
+    ``lm``'s context window under every prompt and label probe, ranked by ``lm``'s tokenizer and counted by
+    ``lm.token_counts`` as the backend sends it (in its chat format with ``chat``, lead (BOS) tokens included).
 
     ``classes``: the evaluated classes (a class-split's held-out ones); ``max_new_tokens``: tokens a generation may
     add (open-answer tasks); ``probes``: the run's label probes (``--labels``)."""
@@ -211,11 +233,6 @@ def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, 
             memo[text] = len(lm.tokenize(text))
         return memo[text]
 
-    n = len(lm.lead)
-
-    def lead(body: str, rest: str) -> int:  # as the backend decides it (HFCausalLM.split)
-        return len(lead_for(lm.lead, lm.tokenize(body)[:n] + lm.tokenize(rest)[:n])) if n else 0
-
     def shown(e: Example) -> Sequence[str]:
         return shown_labels(probes, e.label, labels)
 
@@ -227,8 +244,9 @@ def plan_task(task: "TaskData", prompts: Sequence[PromptTemplate], lm: "LM", *, 
             longest = max(unrelated_candidates(labels, n_way or len(labels)),
                           key=lambda w, p=prompt: (length(fill(p.target, {"label": w})), w))
             variants.append((replace(prompt, verbalizer={lab: longest for lab in labels}), None))
+    count = request_counter(lm)
     plans = [auto_shots(train, _renderer(prompt, labels, lm, chat), length, lm.context_length, labels=labels,
-                        n_way=n_way, queries=queries, reserve=max_new_tokens, max_shots=max_shots, lead=lead,
+                        n_way=n_way, queries=queries, reserve=max_new_tokens, max_shots=max_shots, count=count,
                         shown=show) for prompt, show in variants]
     return min(plans, key=lambda p: (p.max_shots, -max(p.prompt_tokens.values())))
 

@@ -66,6 +66,9 @@ class CountingLM:
     def tokenize(self, text: str) -> list[int]:
         return self.lm.tokenize(text)
 
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        return self.lm.token_counts(requests)
+
     @property
     def lead(self) -> Sequence[int]:
         return self.lm.lead

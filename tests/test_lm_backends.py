@@ -39,6 +39,9 @@ class CountingLM:
     def tokenize(self, text: str) -> list[int]:
         return self.inner.tokenize(text)
 
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        return self.inner.token_counts(requests)
+
     @property
     def lead(self) -> Sequence[int]:
         return self.inner.lead
@@ -161,6 +164,7 @@ def test_cached_lm_is_the_protocol_without_attribute_forwarding(smol: Any, tmp_p
     assert torch.equal(cached.hidden_states(texts, layer=3, pooling="last"),
                        smol.hidden_states(texts, layer=3, pooling="last"))
     assert cached.tokenize(" positive") == smol.tokenize(" positive") != []
+    assert cached.token_counts(REQUESTS[:4]) == smol.token_counts(REQUESTS[:4])
     assert (cached.context_length, cached.device) == (smol.context_length, smol.device) == (8192, "cpu")
 
 

@@ -10,17 +10,25 @@ sequences by itself and names the path it uses in ``describe()["scoring_path"]``
 
 from __future__ import annotations
 
+import itertools
 import json
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
 
+from iclkit.episodes import EpisodeConfig, sample_episodes
+from iclkit.errors import IclkitError
 from iclkit.lm import GenerationRequest, LoglikelihoodRequest, ModelSpec, load_lm
 from iclkit.lm.hf import HFCausalLM, quiet_transformers
 from iclkit.lm.prefix import plan
+from iclkit.probes import perturb_labels
+from iclkit.prompts import PromptTemplate
+from iclkit.shots import plan_task
+from iclkit.types import Example
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -313,3 +321,89 @@ def test_prefix_query_label_ids_are_those_of_the_whole_text(family):
         shared.setdefault(r.prefix, set()).add(tuple(prefix))
     assert all(len(ids) == 1 for ids in shared.values())
     assert min(len(next(iter(ids))) for p, ids in shared.items() if p) > WINDOW  # longer than a sliding window
+
+
+# -- --shots auto: the planned worst case is the backend's own count, bounds every prompt a run sends, and is tight --
+
+# A tokenizer of each kind: byte-level BPE (GPT-2), SentencePiece with a prefix space (Phi-3, as Llama 2), Llama 3's
+# split, and SmolLM2's own. Each part of a prompt tokenized alone gets a SentencePiece prefix space, and Llama 3 joins
+# the period after a label with the newlines after it: counted part by part, the worst prompt is a token off.
+PLANNED_TOKENIZERS = {"byte-level": "gpt2", "sentencepiece": "phi3", "llama3": "llama", "smollm2": None}
+SHOTS_PROMPT = PromptTemplate(name="toy", template="Review: {text}\nSentiment:", target=" {label}.",
+                              instruction="Classify.\n\n",
+                              verbalizer={"pos": "positive", "neg": "rather negative indeed"})
+
+
+def shots_task() -> Any:
+    """Four positive and three negative reviews (texts of the tokenizers' corpus and unseen characters), 2 queries."""
+    from iclkit.data.spec import TaskData, TaskSpec
+
+    texts = {"pos": [t for t, lab in DEMOS if lab == "positive"] + ["fine"],
+             "neg": [t for t, lab in DEMOS if lab == "negative"]}
+    train = [Example(f"{lab}{i}", {"text": t}, lab) for lab, ts in texts.items() for i, t in enumerate(ts)]
+    test = [Example(f"q{i}", {"text": q}, lab) for i, (q, lab) in enumerate(zip(QUERIES[1:], ("neg", "pos")))]
+    spec = TaskSpec(name="toy", type="classification", inputs=("text",), labels=("pos", "neg"), prompt="",
+                    sources=())
+    return TaskData(spec=spec, train=tuple(train), test=tuple(test), source="test")
+
+
+def every_request(task: Any, k: int, relabel: bool) -> Iterator[LoglikelihoodRequest]:
+    """Every request a k-shot episode of ``task`` (all classes) can send, by enumeration: each choice of k
+    demonstrations per class, with ``relabel`` each label random labels can show on each of them, each query and
+    answer; the demonstrations in a seeded random order (an episode shuffles them)."""
+    by_label = {lab: [e for e in task.train if e.label == lab] for lab in task.labels}
+    rng = random.Random(0)
+    for parts in itertools.product(*(itertools.combinations(by_label[lab], k) for lab in task.labels)):
+        demos = [d for part in parts for d in part]
+        for shown in itertools.product(task.labels, repeat=len(demos)) if relabel else [[d.label for d in demos]]:
+            support = [replace(d, label=lab) for d, lab in zip(demos, shown)]
+            rng.shuffle(support)
+            for q in task.test:
+                r = SHOTS_PROMPT.render(support, q, task.labels)
+                yield from (LoglikelihoodRequest(r.prefix, r.context, c) for c in r.continuations.values())
+
+
+def whole_text_tokens(tok: Any, requests: list[LoglikelihoodRequest]) -> list[int]:
+    """The reference count: each request's joined text tokenized whole, with the tokenizer's own special tokens."""
+    return [len(ids) for ids in tok([r.prefix + r.context + r.continuation for r in requests])["input_ids"]]
+
+
+@pytest.fixture(scope="module", params=list(PLANNED_TOKENIZERS))
+def planned(request, tmp_path_factory):
+    """(tokenizer kind, a model, its tokenizer): a tiny family model of that tokenizer, or SmolLM2 itself."""
+    kind, family = request.param, PLANNED_TOKENIZERS[request.param]
+    if family is None:
+        smol = request.getfixturevalue("smol")
+        return kind, smol.model, smol.tokenizer
+    model, tok = build(family, tmp_path_factory.mktemp(family))
+    return kind, model, tok
+
+
+@pytest.mark.parametrize("probes", [("gold",), ("gold", "random")])
+def test_shots_auto_plans_the_tokens_the_backend_sends(planned, probes):
+    """With the window set to the longest 2-shot request any episode can send (counted on the whole text, by
+    enumeration), --shots auto picks k = 2 and its worst case is exactly that count: a bound on every prompt of a run
+    (enumerated, and the sampled episodes under the run's label probes), and the longest 3-shot request does not fit
+    (the backend refuses it). A count a token high at any boundary would pick k = 1; a token low, k = 3."""
+    kind, model, tok = planned
+    task, relabel = shots_task(), "random" in probes
+    two = list(every_request(task, 2, relabel))
+    window = max(whole_text_tokens(tok, two))
+    lm = HFCausalLM(model, tok, batch_size=4, context_length=window)
+    plan = plan_task(task, [SHOTS_PROMPT], lm, probes=probes)
+    assert (plan.max_shots, plan.limited_by) == (2, "context"), (kind, window, plan)
+    assert plan.prompt_tokens[2] == window
+    assert lm.token_counts(two) == whole_text_tokens(tok, two)  # what the backend counts is the whole text's
+    three = list(every_request(task, 3, relabel))
+    counts = whole_text_tokens(tok, three)
+    assert max(counts) > window
+    with pytest.raises(IclkitError, match="longer than the model's context window"):
+        lm.loglikelihood([three[counts.index(max(counts))]])
+    run = []  # the requests of a run's episodes, as the runner perturbs their labels
+    for ep in sample_episodes(task, EpisodeConfig(shots=(1, 2), n_episodes=8, n_query=2, seed=0)):
+        for probe in probes:
+            shown = perturb_labels(ep, probe, 0).episode
+            for q in shown.query:
+                r = SHOTS_PROMPT.render(shown.support, q, task.labels)
+                run += [LoglikelihoodRequest(r.prefix, r.context, c) for c in r.continuations.values()]
+    assert max(whole_text_tokens(tok, run)) <= plan.prompt_tokens[2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import replace
+from typing import Sequence
 
 import pytest
 
@@ -14,6 +15,7 @@ from iclkit.data.tasks import load_task
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
 from iclkit.lm import LoglikelihoodRequest
+from iclkit.lm.base import lead_for
 from iclkit.prompts import PromptTemplate, load_prompt
 from iclkit.shots import ShotPlan, ShotsRequest, auto_shots, parse_shots, plan_task, prompt_tokens, template_renderer
 from iclkit.types import Example
@@ -222,6 +224,15 @@ class WordLM:
 
     def tokenize(self, text: str) -> list[int]:
         return [0 if w == "<s>" else 1 + sum(map(ord, w)) for w in text.split()]
+
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        """Its lead unless the text opens with it already, then the tokens of prefix, context and answer (a word
+        tokenizer: the parts' tokens are the joined text's)."""
+        counts = []
+        for r in requests:
+            prompt = self.tokenize(r.prefix) + self.tokenize(r.context)
+            counts.append(len(lead_for(self.lead, prompt)) + len(prompt) + len(self.tokenize(r.continuation)))
+        return counts
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         turns = "".join(f"<{m['role']}> {m['content']} <end> " for m in messages)

@@ -65,6 +65,12 @@ class LM(Protocol):
         """Token ids of ``text`` without special tokens: the ids a request's parts are scored with."""
         ...
 
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        """Tokens each request puts in the model's window (lead, prefix, context, continuation), as ``loglikelihood``
+        tokenizes them and checks them against ``context_length``: so ``--shots auto`` sizes prompts by the ids the
+        model is sent, not by their parts tokenized one by one (which differ by a token or so at each boundary)."""
+        ...
+
     @property
     def lead(self) -> Sequence[int]:
         """Token ids the backend puts in front of every prompt (a BOS token; none for SmolLM2, one for Llama), as the

@@ -185,6 +185,10 @@ class HFCausalLM:
             out.append((prompt[:cut], prompt[cut:keep], j[n:]))
         return out
 
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        """Tokens of each request as ``loglikelihood`` sends and checks them: its ``parts``, lead included."""
+        return [len(prefix) + len(ctx) + len(cont) for prefix, ctx, cont in self.parts(requests)]
+
     def request_ids(self, prefix: str, context: str) -> list[int]:
         """The prompt's token ids as every scoring path sees them (``split`` joined); an empty prompt is an error."""
         head, ctx = self.split(prefix, context)

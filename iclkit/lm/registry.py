@@ -3,10 +3,10 @@
 Built-in backends are imported only when chosen (``"hf"`` pulls in torch and transformers). A second backend plugs in
 in three steps:
 
-1. Write a class with every member of ``iclkit.lm.LM`` — ``loglikelihood``, ``generate``, ``tokenize``, ``lead``,
-   ``apply_chat_template``, ``hidden_states``, ``context_length``, ``device``, ``describe`` — following the
-   contracts in ``iclkit/lm/base.py`` (results in request order, scores independent of batching, ``describe()``
-   with a ``weights_sha256`` if runs should use the score cache).
+1. Write a class with every member of ``iclkit.lm.LM`` — ``loglikelihood``, ``generate``, ``tokenize``,
+   ``token_counts``, ``lead``, ``apply_chat_template``, ``hidden_states``, ``context_length``, ``device``,
+   ``describe`` — following the contracts in ``iclkit/lm/base.py`` (results in request order, scores independent
+   of batching, ``describe()`` with a ``weights_sha256`` if runs should use the score cache).
 2. Register a factory from a ``ModelSpec`` to it, in the module that defines it::
 
        from iclkit.lm import ModelSpec, register_backend

@@ -136,6 +136,10 @@ class CachedLM:
         """The wrapped LM's tokenization."""
         return self.lm.tokenize(text)
 
+    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
+        """The wrapped LM's token counts."""
+        return self.lm.token_counts(requests)
+
     @property
     def lead(self) -> Sequence[int]:
         """The wrapped LM's lead (BOS) tokens."""

@@ -25,15 +25,19 @@ from iclkit.shots import ShotsRequest, parse_shots
 # with DEFAULT_REFERENCE).
 DEFAULT_TASKS = ("movie-sentiment", "country-capital", "past-tense", "nationality")
 DEFAULT_METHODS = ("icl", "protonet", "maml", "fomaml", "mann", "transformer", "knn", "linear")
-# The default run (the default tasks; `iclkit run` with no arguments, the README's first command) meta-trains its
+# The default run (the default tasks: `iclkit run` with no arguments, the README's first command) meta-trains its
 # meta-learners self-supervised (SMLMT) on the Lee news corpus alone: it ships in a pinned PyPI wheel, so the run
-# needs no data folder and no hub, and it gives the same numbers whatever sits beside the clone. The budget is set
-# by compute alone, so that a fresh 2-core CPU finishes the whole run in about three minutes (issue 18;
-# benchmarks/default_run.sh): embedding texts with SmolLM2 dominates, and meta_classes x meta_pool bounds the texts
-# embedded (32 masked words x 16 sentences ≤ 512). No value here was chosen by accuracy on any evaluated task.
-# Applied when the run names no protocol (meta_train / meta_train_tasks); an option given replaces its value here.
+# needs no data folder and no hub, and its numbers do not depend on what sits beside the clone. Its budget is set by
+# compute alone, for a fresh 2-core CPU to finish the whole run in about three minutes (issue 18;
+# benchmarks/default_run.sh), where embedding texts with SmolLM2 and the outer loops are the fixed costs:
+# meta_classes x meta_pool bounds the texts embedded (32 masked words x 8 sentences = 256; meta_query 4 keeps 4-shot
+# episodes within 8 per word), and meta_steps 100 caps the outer loops, which early stopping ends by step 150 at
+# most in this configuration anyway (meta-validation curves in manifest.json, methods.*.meta_val). No value here was
+# chosen by accuracy on an evaluated task. Applied when the run names no protocol (meta_train / meta_train_tasks);
+# an option given replaces its value here.
 DEFAULT_RUN_PROTOCOL = {"meta_train": "self-supervised", "meta_train_tasks": ("lee-news",)}
-DEFAULT_RUN_BUDGET = {"meta_classes": 32, "meta_pool": 16, "meta_episodes": 200, "meta_val_episodes": 32}
+DEFAULT_RUN_BUDGET = {"meta_classes": 32, "meta_pool": 8, "meta_query": 4, "meta_episodes": 200,
+                      "meta_val_episodes": 32, "meta_steps": 100}
 
 # flat name → (where it goes, field there)
 _MODEL = {f.name: f.name for f in dataclasses.fields(ModelSpec)} | {"model": "name"}
@@ -135,11 +139,17 @@ class RunConfig:
             if key in given:
                 run[key] = str(given[key])
         options = {k: v for k, v in given.items() if k not in _MODEL and k not in _EPISODES and k not in _RUN}
-        if run.get("tasks", DEFAULT_TASKS) == DEFAULT_TASKS and not set(DEFAULT_RUN_PROTOCOL) & set(options):
+        if is_default_run(run.get("tasks", DEFAULT_TASKS)) and not set(DEFAULT_RUN_PROTOCOL) & set(options):
             options = {**DEFAULT_RUN_PROTOCOL, **DEFAULT_RUN_BUDGET, **options}
         config = cls(model=ModelSpec(**model), episodes=EpisodeConfig(**episodes), options=options, **run)
         config.check()
         return config
+
+
+def is_default_run(tasks: tuple[str, ...]) -> bool:
+    """Whether a run on ``tasks`` is the default run (the README's first command), with its own meta-training
+    budget (``DEFAULT_RUN_BUDGET``) and, from the CLI, a score cache so that a second run reads its LM scores back."""
+    return tuple(tasks) == DEFAULT_TASKS
 
 
 def with_calibration(methods: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
