@@ -27,11 +27,12 @@ from torch.func import functional_call
 
 from iclkit.learners import OptionSpec, register
 from iclkit.learners.base import Capabilities, MethodContext, row_predictions
-from iclkit.metatrain import TrainingData, generator, label_index
+from iclkit.metatrain import TrainingData, generator, is_validation, label_index
 from iclkit.types import Episode, Example, Prediction
 
 from iclkit.baselines.common import (Arrays, Center, Featurizer, Fitted, OuterLoop, Params, episode_accuracy,
-                                     features_from, meta_fit, meta_options, normalized, support_center)
+                                     episode_arrays, features_from, meta_fit, meta_options, normalized,
+                                     support_center)
 from iclkit.baselines.search import SearchResult, tune
 
 
@@ -141,6 +142,7 @@ class MAML:
     fitted: Fitted | None = field(default=None, repr=False)
     search_trials: int = 0  # Optuna trials on meta-validation episodes before meta-training
     searched: SearchResult | None = field(default=None, repr=False)
+    floor_check: Mapping[str, Any] | None = field(default=None, repr=False)  # see ``keep_floor_if_better``
     _head: nn.Module | None = field(default=None, repr=False)
 
     def describe(self) -> Mapping[str, Any]:
@@ -150,7 +152,13 @@ class MAML:
                 "backbone": self.featurize.description, "features": self.featurize.key,
                 **({"meta_val": self.fitted.to_dict()} if self.fitted and self.fitted.curve else {}),
                 **({"search": self.searched.to_dict()} if self.searched else {}),
+                **({"floor_check": dict(self.floor_check)} if self.floor_check else {}),
                 **({"meta_train_data": self.trained_on.to_dict()} if self.trained_on else {})}
+
+    @property
+    def eval_steps(self) -> int:
+        """Inner steps at evaluation: 0 when meta-validation kept the floor (``keep_floor_if_better``)."""
+        return 0 if self.floor_check and self.floor_check["kept"] == "floor" else self.inner_steps
 
     def initial(self, dim: int) -> Params:
         """The head for ``dim``-dimensional features and its initial parameters (the body is the identity)."""
@@ -177,6 +185,26 @@ class MAML:
                                center=self.center, accuracy=accuracy, cache=self.cache, progress=self.progress)
         self.params = self.fitted.params
         self.trained_on = TrainingData.of(episodes) if self.loop.steps else None  # 0 steps: learned nothing
+        self.keep_floor_if_better(init, episodes)
+
+    def keep_floor_if_better(self, init: Params, episodes: Sequence[Episode]) -> None:
+        """Early stopping keeps the best outer step, step 0 included, but every step runs the inner loop, and the
+        inner loop alone can fall below ProtoNet (a fixed ``inner_lr`` on features whose scale the loop does not
+        know). So the floor itself, the identity body with 0 inner steps (= ProtoNet on the episode's features), is
+        one more candidate, scored on the same meta-validation episodes: when it is strictly better, the learner is
+        evaluated as that floor and says so (``floor_check.kept``). Meta-validation only, never the evaluated task."""
+        if self.head_init != "proto" or not self.fitted or not self.fitted.curve:
+            return
+        head = self._head
+        assert head is not None
+        val = episode_arrays(self.featurize, [ep for ep in episodes if is_validation(ep)], self.center)
+        floor = episode_accuracy(lambda p, a: functional_call(head, adapt_params(
+            head, p, a[0], a[1], 0, self.inner_lr, self.head_init), (a[2],)))(init, val)
+        best = max(acc for _, acc in self.fitted.curve)
+        self.floor_check = {"floor_meta_val_accuracy": round(floor, 6), "best_meta_val_accuracy": round(best, 6),
+                            "kept": "floor" if floor > best else "meta-trained"}
+        if floor > best:
+            self.params = {k: v.detach().clone() for k, v in init.items()}
 
     def adapt(self, support: Sequence[Example], labels: Sequence[str]) -> "MAMLAdapted":
         if self.params is None or self._head is None:
@@ -186,7 +214,7 @@ class MAML:
         xs = self.featurize(support)
         c = support_center(xs, self.center)
         adapted = adapt_params(self._head, self.params, normalized(xs, c), label_index(support, labels),
-                               self.inner_steps, self.inner_lr, self.head_init)
+                               self.eval_steps, self.inner_lr, self.head_init)
         return MAMLAdapted(self, adapted, tuple(labels), c)
 
 

@@ -26,4 +26,4 @@ for pass in cold warm; do
          "load=$(cut -d' ' -f1 /proc/loadavg)"
 done
 # What the run used, as it printed it (the meta-training budget line names the protocol and its source).
-grep -A3 "^Meta-training data" "$work/warm.log" || true
+grep -A1 "^Meta-training data" "$work/warm.log" | tail -1 || true

@@ -87,6 +87,25 @@ def test_early_stopping_keeps_step_zero_when_training_hurts():
     _same(_predictions(maml, test), _predictions(ProtoNet(lookup), test))
 
 
+def test_maml_falls_back_to_its_floor_when_its_inner_loop_hurts_on_meta_validation():
+    """An inner loop that overshoots (a learning rate far too large for the features' scale) hurts at every outer
+    step, step 0 included; the floor (identity body, 0 inner steps) is then kept, and MAML predicts as ProtoNet."""
+    lookup = Lookup()
+    train = gaussian_episodes(lookup, "train", 40, n_way=4, shots=4, n_query=4, dim=12, noise=1.5, seed=1)
+    val = _as_validation(gaussian_episodes(lookup, "val", 30, n_way=4, shots=4, n_query=4, dim=12, noise=1.5,
+                                           seed=3))
+    test = gaussian_episodes(lookup, "test", 12, n_way=4, shots=4, n_query=6, dim=12, noise=1.5, seed=2)
+    loop = OuterLoop(steps=20, lr=1e-3, meta_batch=4, eval_every=10, patience=2)
+    overshoot = MAML(lookup, hidden=16, inner_steps=5, inner_lr=50.0, loop=loop, cache=False, progress=False)
+    overshoot.meta_train(train + val)
+    check = overshoot.describe()["floor_check"]
+    assert check["kept"] == "floor" and check["floor_meta_val_accuracy"] > check["best_meta_val_accuracy"] + 0.1
+    _same(_predictions(overshoot, test), _predictions(ProtoNet(lookup), test))
+    gentle = MAML(lookup, hidden=16, inner_steps=1, inner_lr=1e-4, loop=loop, cache=False, progress=False)
+    gentle.meta_train(train + val)  # an inner loop that changes ~nothing ties with the floor: not replaced
+    assert gentle.describe()["floor_check"]["kept"] == "meta-trained" and gentle.eval_steps == 1
+
+
 def test_early_stopping_keeps_a_later_step_when_training_helps():
     # classes differ only in the first 2 of 12 directions; the rest is noise a learned projection can drop
     g = torch.Generator().manual_seed(0)

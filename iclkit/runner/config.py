@@ -31,13 +31,13 @@ DEFAULT_METHODS = ("icl", "protonet", "maml", "fomaml", "mann", "transformer", "
 # compute alone, for a fresh 2-core CPU to finish the whole run in about three minutes (issue 18;
 # benchmarks/default_run.sh), where embedding texts with SmolLM2 and the outer loops are the fixed costs:
 # meta_classes x meta_pool bounds the texts embedded (32 masked words x 8 sentences = 256; meta_query 4 keeps 4-shot
-# episodes within 8 per word), and meta_steps 100 caps the outer loops, which early stopping ends by step 150 at
-# most in this configuration anyway (meta-validation curves in manifest.json, methods.*.meta_val). No value here was
-# chosen by accuracy on an evaluated task. Applied when the run names no protocol (meta_train / meta_train_tasks);
-# an option given replaces its value here.
+# episodes within 8 per word), and meta_steps 50 caps the outer loops: on this configuration's meta-validation
+# episodes (held-out masked words; curves in manifest.json, methods.*.meta_val) every meta-learner peaked by step 25
+# of 100 (three at step 0, their floor). No value here was chosen by accuracy on an evaluated task.
+# Applied when the run names no protocol (meta_train / meta_train_tasks); an option given replaces its value here.
 DEFAULT_RUN_PROTOCOL = {"meta_train": "self-supervised", "meta_train_tasks": ("lee-news",)}
 DEFAULT_RUN_BUDGET = {"meta_classes": 32, "meta_pool": 8, "meta_query": 4, "meta_episodes": 200,
-                      "meta_val_episodes": 32, "meta_steps": 100}
+                      "meta_val_episodes": 32, "meta_steps": 50}
 
 # flat name → (where it goes, field there)
 _MODEL = {f.name: f.name for f in dataclasses.fields(ModelSpec)} | {"model": "name"}
@@ -65,6 +65,12 @@ class RunConfig:
     orders: int = 1  # demonstration orders per episode for order-sensitive learners (1: as drawn)
     # --shots auto / 0,4,max: shot counts sized per task to the model's context window (episodes.shots is then unused)
     auto_shots: ShotsRequest | None = None
+
+    def __post_init__(self) -> None:
+        # RunConfig() is the default run: its meta-training is DEFAULT_RUN_PROTOCOL and DEFAULT_RUN_BUDGET (written
+        # into options, so the manifest records them), unless the options name a protocol.
+        if is_default_run(self.tasks) and not set(DEFAULT_RUN_PROTOCOL) & set(self.options):
+            object.__setattr__(self, "options", {**DEFAULT_RUN_PROTOCOL, **DEFAULT_RUN_BUDGET, **self.options})
 
     @property
     def probing(self) -> bool:
@@ -139,8 +145,6 @@ class RunConfig:
             if key in given:
                 run[key] = str(given[key])
         options = {k: v for k, v in given.items() if k not in _MODEL and k not in _EPISODES and k not in _RUN}
-        if is_default_run(run.get("tasks", DEFAULT_TASKS)) and not set(DEFAULT_RUN_PROTOCOL) & set(options):
-            options = {**DEFAULT_RUN_PROTOCOL, **DEFAULT_RUN_BUDGET, **options}
         config = cls(model=ModelSpec(**model), episodes=EpisodeConfig(**episodes), options=options, **run)
         config.check()
         return config
