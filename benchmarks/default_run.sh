@@ -20,7 +20,7 @@ cd "$work"
 echo "load_before $(cut -d' ' -f1-3 /proc/loadavg) cores=$(nproc)"
 for pass in cold warm; do
     /usr/bin/time -f "%e %U %S %M" -o "$work/$pass.time" iclkit run --no-progress --out "$work/$pass" \
-        > "$work/$pass.log" 2>&1 || { tail -20 "$work/$pass.log" >&2; exit 1; }
+        > "$work/$pass.log" 2>&1 || { tail -20 "$work/$pass.log" "$work/$pass.time" >&2; exit 1; }
     read -r wall user sys peak < "$work/$pass.time"
     echo "${pass}_wall_s=$wall ${pass}_cpu_s=$(awk "BEGIN{print $user + $sys}") ${pass}_peak_rss_kb=$peak" \
          "load=$(cut -d' ' -f1 /proc/loadavg)"
