@@ -21,7 +21,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import torch
 
@@ -67,20 +67,23 @@ class TrainingData:
     classes: tuple[str, ...]
     n_val_episodes: int = 0  # of n_episodes, the meta-validation ones
     val_classes: tuple[str, ...] = ()  # classes of the meta-validation episodes
+    val_novel_classes: tuple[str, ...] = ()  # of val_classes, those no meta-training episode holds
 
     @classmethod
     def of(cls, episodes: Sequence[Episode]) -> "TrainingData":
         texts = {(source_task(ep), content_key(e), e.label) for ep in episodes for e in (*ep.support, *ep.query)}
         classes = {f"{source_task(ep)}:{lab}" for ep in episodes for lab in ep.labels}
         val = [ep for ep in episodes if is_validation(ep)]
+        val_classes = {f"{source_task(ep)}:{lab}" for ep in val for lab in ep.labels}
+        trained = {f"{source_task(ep)}:{lab}" for ep in episodes if not is_validation(ep) for lab in ep.labels}
         return cls(len(texts), len(episodes), tuple(sorted({source_task(ep) for ep in episodes})),
-                   tuple(sorted(classes)), len(val),
-                   tuple(sorted({f"{source_task(ep)}:{lab}" for ep in val for lab in ep.labels})))
+                   tuple(sorted(classes)), len(val), tuple(sorted(val_classes)),
+                   tuple(sorted(val_classes - trained)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_texts": self.n_texts, "n_episodes": self.n_episodes, "tasks": list(self.tasks),
                 "classes": list(self.classes), "n_val_episodes": self.n_val_episodes,
-                "val_classes": list(self.val_classes)}
+                "val_classes": list(self.val_classes), "val_novel_classes": list(self.val_novel_classes)}
 
 
 TRAIN_SUFFIX, VAL_SUFFIX = ":metatrain", ":metaval"
@@ -124,18 +127,25 @@ def meta_episodes(sources: Sequence[tuple[str, Sequence[Example]]], config: Meta
                           f"{max(config.shots) + config.n_query} train examples each",
                           field="meta_train_tasks",
                           hint="use fewer shots or a smaller --n-way, or other --meta-train-tasks")
-    train, val = split_pools(pools, config, random.Random(f"metaval/{config.seed}")) if config.n_val_episodes \
-        else (pools, [])
+    train, val, novel = split_pools(pools, config, random.Random(f"metaval/{config.seed}")) \
+        if config.n_val_episodes else (pools, [], {})
     episodes = _draw(train, config.n_episodes, config, rng, TRAIN_SUFFIX, start=0)
-    return episodes + _draw(val, config.n_val_episodes if val else 0, config, rng, VAL_SUFFIX, start=len(episodes))
+    return episodes + _draw(val, config.n_val_episodes if val else 0, config, rng, VAL_SUFFIX, start=len(episodes),
+                            novel=novel)
 
 
-def split_pools(pools: Pools, config: MetaTrainConfig, rng: random.Random) -> tuple[Pools, Pools]:
-    """(training pools, meta-validation pools), seeded. In order of preference: hold out ``val_fraction`` of each
-    source's classes where both sides keep ``n_way`` (held-out classes: the validation measures learning new
-    classes, as the evaluation does); else hold out whole sources (at least one, leaving one for training); else
-    hold out ``val_fraction`` of every class's texts (one source with too few classes, e.g. a class-split). Empty
-    validation pools when none of these leaves enough data."""
+def split_pools(pools: Pools, config: MetaTrainConfig,
+                rng: random.Random) -> tuple[Pools, Pools, dict[str, tuple[str, ...]]]:
+    """(training pools, meta-validation pools, each validation pool's novel classes), seeded. In order of preference:
+    hold out ``val_fraction`` of each source's classes where both sides keep ``n_way`` (held-out classes: the
+    validation measures learning new classes, as the evaluation does); else hold out whole sources (at least one,
+    leaving one for training); else, for one source with too few classes to split (a class-split's seen classes),
+    hold out ``val_fraction`` of its classes whole (at least one, leaving ``n_way`` to train on) and fill each
+    validation episode up to ``n_way`` with held-out texts of the training classes, so every validation episode asks
+    for classes meta-training never saw (before this rule such a source was validated on held-out texts of its
+    training classes only, which rewards memorising those classes); else hold out ``val_fraction`` of every class's
+    texts. Empty validation pools when none of these leaves enough data. Novel classes are listed per validation
+    pool; ``_draw`` puts all of them in every episode of that pool."""
     n_way, need = config.n_way, max(config.shots) + config.n_query
     train: Pools = []
     val: Pools = []
@@ -149,26 +159,40 @@ def split_pools(pools: Pools, config: MetaTrainConfig, rng: random.Random) -> tu
         else:
             train.append((name, pool))
     if val:
-        return train, val
+        return train, val, {}
     if len(pools) >= 2:
         n_held = min(len(pools) - 1, max(1, round(config.val_fraction * len(pools))))
         held_names = set(rng.sample([name for name, _ in pools], n_held))
-        return [p for p in pools if p[0] not in held_names], [p for p in pools if p[0] in held_names]
+        return [p for p in pools if p[0] not in held_names], [p for p in pools if p[0] in held_names], {}
     name, pool = pools[0]
     cut = {k: max(need, round(config.val_fraction * len(v))) for k, v in pool.items()}
-    if any(len(v) - cut[k] < need for k, v in pool.items()):
-        return pools, []
-    return [(name, {k: v[cut[k]:] for k, v in pool.items()})], [(name, {k: v[:cut[k]] for k, v in pool.items()})]
+    texts_split = all(len(v) - cut[k] >= need for k, v in pool.items())
+    n_novel = max(1, round(config.val_fraction * len(pool)))
+    if texts_split and len(pool) - n_novel >= n_way:
+        novel = tuple(sorted(rng.sample(sorted(pool), n_novel)))
+        seen = {k: v for k, v in pool.items() if k not in novel}
+        return ([(name, {k: v[cut[k]:] for k, v in seen.items()})],
+                [(name, {**{k: v[:cut[k]] for k, v in seen.items()}, **{k: pool[k] for k in novel}})],
+                {name: novel})
+    if not texts_split:
+        return pools, [], {}
+    return [(name, {k: v[cut[k]:] for k, v in pool.items()})], [(name, {k: v[:cut[k]] for k, v in pool.items()})], {}
 
 
 def _draw(pools: Pools, n: int, config: MetaTrainConfig, rng: random.Random, suffix: str,
-          start: int) -> list[Episode]:
+          start: int, novel: Mapping[str, Sequence[str]] | None = None) -> list[Episode]:
     """``n`` episodes cycling over ``pools``: ``n_way`` random classes in a shuffled order (this episode's
-    class-to-index map), a random shot count of ``config.shots``, disjoint support and queries per class."""
+    class-to-index map), every one of the pool's ``novel`` classes among them, a random shot count of
+    ``config.shots``, disjoint support and queries per class."""
     episodes = []
     for index in range(start, start + n):
         name, pool = pools[index % len(pools)]
-        labels = rng.sample(sorted(pool), config.n_way)  # shuffled order = this episode's class-to-index map
+        if novel and name in novel:
+            fixed = list(novel[name])
+            labels = fixed + rng.sample(sorted(set(pool) - set(fixed)), config.n_way - len(fixed))
+            rng.shuffle(labels)
+        else:
+            labels = rng.sample(sorted(pool), config.n_way)  # shuffled order = this episode's class-to-index map
         shots = rng.choice(config.shots)
         support, query = [], []
         for lab in labels:

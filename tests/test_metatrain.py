@@ -86,6 +86,28 @@ def test_meta_validation_falls_back_to_held_out_sources_then_texts():
     assert len(eps) == 10 and not any(is_validation(ep) for ep in eps)
 
 
+def test_one_source_with_too_few_classes_to_split_validates_on_classes_it_never_trained_on():
+    # A class-split's seen classes: 7 classes, 5-way. Holding out 5 whole classes would leave 2, so a quarter of the
+    # classes (2) is held out whole and every validation episode is filled to 5-way with held-out texts of the
+    # training classes: each one asks for classes meta-training never saw, as the evaluation does.
+    config = MetaTrainConfig(n_episodes=30, n_way=5, shots=(1, 4), n_query=2, n_val_episodes=12, pool_per_class=40)
+    eps = meta_episodes([_pool("a", 7, 40)], config)
+    train = [ep for ep in eps if not is_validation(ep)]
+    val = [ep for ep in eps if is_validation(ep)]
+    assert len(train) == 30 and len(val) == 12
+    trained = {lab for ep in train for lab in ep.labels}
+    novel = set.union(*({lab for lab in ep.labels} - trained for ep in val))
+    assert len(trained) == 5 and len(novel) == 2
+    assert all(novel <= set(ep.labels) and len(ep.labels) == 5 for ep in val)  # every novel class, every episode
+    assert len({ep.labels for ep in val}) > 1  # the class-to-index map still shuffled
+    train_texts = {e.id for ep in train for e in (*ep.support, *ep.query)}
+    val_texts = {e.id for ep in val for e in (*ep.support, *ep.query)}
+    assert val_texts and not train_texts & val_texts
+    data = TrainingData.of(eps)
+    assert set(data.val_novel_classes) == {f"a:{lab}" for lab in novel}
+    assert meta_episodes([_pool("a", 7, 40)], config) == eps  # seeded
+
+
 def test_max_classes_keeps_a_seeded_sample_of_each_source_s_classes_and_leaves_the_rest_alone():
     config = MetaTrainConfig(n_episodes=150, n_way=2, shots=(1,), n_query=2, n_val_episodes=0, pool_per_class=40)
     sources = [_pool("a", 10, 6), _pool("b", 3, 6), ("c", [e for e in _pool("c", 9, 6)[1] if e.label != "c0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import logging
 import warnings
@@ -15,6 +14,8 @@ from iclkit.errors import IclkitError
 from iclkit.lm.backoff import run_batched
 from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling, lead_for
 from iclkit.lm.hidden import pooled_batch
+from iclkit.lm.joined import JoinedTokenization
+from iclkit.lm.kvcache import expanded, gathered, shareable
 from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
 from iclkit.lm.registry import register_backend
 from iclkit.lm.spec import ModelSpec
@@ -25,7 +26,7 @@ AUTO_ROWS = {"cpu": 16, "cuda": 512}
 TOKENS_PER_ROW = 1024  # padded-token budget per row: long prompts get fewer rows per batch
 
 
-class HFCausalLM:
+class HFCausalLM(JoinedTokenization):
     """Scores and generates with ``transformers.AutoModelForCausalLM``.
 
     ``share_prefix=True`` (the default) runs each distinct prefix once and continues every request of that prefix
@@ -38,6 +39,7 @@ class HFCausalLM:
                  info: Mapping[str, Any] | None = None, context_length: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
+        JoinedTokenization.__init__(self)
         self.share_prefix = share_prefix
         self.info = dict(info or {})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
@@ -52,8 +54,6 @@ class HFCausalLM:
         self._keeps_logits = "logits_to_keep" in params
         # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._encoded: dict[str, list[int]] = {}
-        self._anchors: dict[str, tuple[int, int] | None] = {}
         self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS[
             "cuda" if model.device.type == "cuda" else "cpu"]
         self.scoring_path, self._path_reason = self._choose_path()
@@ -75,7 +75,7 @@ class HFCausalLM:
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
                              **({"logits_to_keep": 1} if self._keeps_logits else {}))
         cache = getattr(out, self._cache_arg, None)
-        if _shareable(cache):
+        if shareable(cache):
             return "prefix-shared", "every layer caches all keys"
         kinds = sorted({type(x).__name__ for x in getattr(cache, "layers", [])}) or [type(cache).__name__]
         return "full-sequence", f"its cache ({', '.join(kinds)}) cannot be continued by rows of other lengths"
@@ -94,107 +94,6 @@ class HFCausalLM:
         """The provenance recorded at load (model, revision, weights hash, dtype, quantization, device, backend) and
         the scoring path this model gets (``scoring_path``, ``scoring_path_reason``)."""
         return {**self.info, "scoring_path": self.scoring_path, "scoring_path_reason": self._path_reason}
-
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens (memoized: prefixes repeat across requests)."""
-        ids = self._encoded.get(text)
-        if ids is None:
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-            if len(self._encoded) < 100_000:
-                self._encoded[text] = ids
-        return list(ids)  # a copy: a caller that appends to it must not change the memo
-
-    def split(self, prefix: str, context: str) -> tuple[list[int], list[int]]:
-        """Token ids of ``lead + prefix`` and of ``context`` (``splits`` of one pair)."""
-        return self.splits([(prefix, context)])[0]
-
-    def splits(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """Token ids of ``lead + prefix`` and of ``context`` for each pair, as the joined text tokenizes them, cut
-        after the tokens it shares with the prefix tokenized alone; no lead when the prompt's text already starts
-        with it (``lead_for``: a chat template that writes BOS gets no second one).
-
-        So a prompt's ids are its joined text's, whatever a tokenizer does at a text's start or across the boundary:
-        a SentencePiece prefix space (Llama 2, Mistral, Phi-3) is not put again in front of the query, and a token
-        spanning the boundary (Llama 3 joins a period with the newlines after it) stays whole. Whitespace that ends
-        the prefix is left out of its own tokenization (BPE attaches it to the next word), so the prompts of an
-        episode share the ids of its demonstrations up to the cut, and that part is what gets cached.
-
-        The joined text is not tokenized whole, which would cost a full prompt per query: tokenization restarts at
-        the prefix's last space-led word (``_anchor``), a pre-token start that the text before it cannot change,
-        and the window from there is checked to reproduce that word's first token (else the whole text is used).
-        """
-        bodies = [p.rstrip() for p, _ in pairs]
-        anchors = [self._anchor(b) for b in bodies]
-        windows = self._encode_all([p[a[1]:] + c if a else p + c for (p, c), a in zip(pairs, anchors)])
-        out = []
-        for (prefix, context), body, a, ids in zip(pairs, bodies, anchors, windows):
-            head = self.tokenize(body)
-            start = a[0] if a else 0
-            n = _common(head[start:], ids)
-            if a and n == 0:  # the window does not restart cleanly there: tokenize the whole text
-                ids, start = self._encode_all([prefix + context])[0], 0
-                n = _common(head, ids)
-            pre, ctx = head[:start] + ids[:n], ids[n:]
-            out.append((lead_for(self.lead, (pre + ctx)[:len(self.lead)]) + pre, ctx))
-        return out
-
-    def _anchor(self, body: str) -> tuple[int, int] | None:
-        """``(k, pos)``: ``body[pos:]`` is its last word led by one space, and ``body[:pos]`` tokenizes as the first
-        ``k`` tokens of ``body``; None if it has no such word (memoized: a prefix serves many queries)."""
-        if body not in self._anchors:
-            pos = body.rfind(" ")
-            while pos > 0 and body[pos - 1].isspace():
-                pos = body.rfind(" ", 0, pos - 1)
-            found = None
-            if pos > 0:
-                head, before = self.tokenize(body), self.tokenize(body[:pos])
-                if len(before) < len(head) and head[:len(before)] == before:
-                    found = (len(before), pos)
-            if len(self._anchors) < 100_000:
-                self._anchors[body] = found
-            return found
-        return self._anchors[body]
-
-    def _encode_all(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text without special tokens, from one batched tokenizer call (outside the memo of
-        ``tokenize``: each of these texts is tokenized once)."""
-        distinct = [t for t in dict.fromkeys(texts) if t]
-        ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
-        found = dict(zip(distinct, ids))
-        return [list(found.get(t, [])) for t in texts]
-
-    def parts(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[list[int], list[int], list[int]]]:
-        """``(lead + prefix, context, continuation)`` ids of each request, as the joined text tokenizes them.
-
-        The continuation's ids are those the context and continuation get tokenized together, after the tokens they
-        share with the context alone (the context anchors the answer's boundary as the whole text would, at a
-        fraction of the cost; a blank context anchors on prefix + context). A token that spans the boundary (a
-        label without a space after a colon, in Llama 3's split) is scored with the continuation.
-        """
-        pairs = list(dict.fromkeys((r.prefix, r.context) for r in requests))
-        prompts = dict(zip(pairs, self.splits(pairs)))
-        anchors = [r.context if r.context.strip() else r.prefix + r.context for r in requests]
-        alone = self._encode_all(anchors)
-        joined = self._encode_all([a + r.continuation for a, r in zip(anchors, requests)])
-        out = []
-        for r, a, j in zip(requests, alone, joined):
-            prefix, ctx = prompts[(r.prefix, r.context)]
-            n = _common(a, j)
-            prompt, keep = prefix + ctx, len(prefix) + len(ctx) - (len(a) - n)
-            cut = min(len(prefix), keep)
-            out.append((prompt[:cut], prompt[cut:keep], j[n:]))
-        return out
-
-    def token_counts(self, requests: Sequence[LoglikelihoodRequest]) -> list[int]:
-        """Tokens of each request as ``loglikelihood`` sends and checks them: its ``parts``, lead included."""
-        return [len(prefix) + len(ctx) + len(cont) for prefix, ctx, cont in self.parts(requests)]
-
-    def request_ids(self, prefix: str, context: str) -> list[int]:
-        """The prompt's token ids as every scoring path sees them (``split`` joined); an empty prompt is an error."""
-        head, ctx = self.split(prefix, context)
-        if not head and not ctx:
-            raise IclkitError("empty prompt: the model needs at least one context token (this tokenizer adds no BOS)")
-        return head + ctx
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """The tokenizer's chat template applied to ``messages``, ending with the assistant's turn opened."""
@@ -315,7 +214,7 @@ class HFCausalLM:
             out = self.model(input_ids=ids, attention_mask=pmask, position_ids=ppos, use_cache=True,
                              **({"logits_to_keep": 1} if self._keeps_logits else {}))
         cache = getattr(out, self._cache_arg, None)
-        if not _shareable(cache):
+        if not shareable(cache):
             return False
         lengths = pmask.sum(-1)
         units = [(gi, row) for gi, g in enumerate(pack) for row in g.rows]
@@ -328,7 +227,7 @@ class HFCausalLM:
             positions = lengths[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
             keep = max(r.keep for r in rows)
             logits = self._forward(keep, input_ids=rids, attention_mask=torch.cat([pmask[index], rmask], 1),
-                                   position_ids=positions, use_cache=True, **{self._cache_arg: _gathered(cache, index)})
+                                   position_ids=positions, use_cache=True, **{self._cache_arg: gathered(cache, index)})
             picks = [(b, keep - len(row.tokens) + t.start, t.tokens) for b, row in enumerate(rows) for t in row.targets]
             for t, res in zip([t for row in rows for t in row.targets], _read(logits, picks)):
                 results[t.request] = res
@@ -344,7 +243,7 @@ class HFCausalLM:
             with self._autocast():
                 out = self.model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if self._keeps_logits else {}))
             cache = getattr(out, self._cache_arg, None)
-            if not _shareable(cache):
+            if not shareable(cache):
                 return False
         offset = len(group.shared)
         rows = group.rows
@@ -354,7 +253,7 @@ class HFCausalLM:
             keep = max(r.keep for r in batch)
             kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
             if cache is not None:
-                kwargs.update({self._cache_arg: _expanded(cache, len(batch)), "use_cache": True})
+                kwargs.update({self._cache_arg: expanded(cache, len(batch)), "use_cache": True})
             else:
                 kwargs["use_cache"] = False
             logits = self._forward(keep, **kwargs)
@@ -428,56 +327,12 @@ def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]])
     return out
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common start of two id lists."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _new_text(tokenizer: Any, prompt: list[int], new: list[int]) -> str:
     """The text ``new`` adds after ``prompt``: decoded together, less the prompt's text. Decoding the new ids alone
     would read them as a text's start, where a SentencePiece decoder drops the leading space."""
     head = tokenizer.decode(prompt, skip_special_tokens=True)
     text = tokenizer.decode(prompt + new, skip_special_tokens=True)
     return text[len(head):] if text.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)
-
-
-def _shareable(cache: Any) -> bool:
-    """Whether ``cache`` is a transformers DynamicCache of plain (full-attention) layers, which we can broadcast."""
-    try:
-        from transformers.cache_utils import DynamicCache, DynamicLayer
-    except ImportError:
-        return False
-    layers = getattr(cache, "layers", None)
-    return isinstance(cache, DynamicCache) and bool(layers) and all(type(x) is DynamicLayer for x in layers)
-
-
-def _gathered(cache: Any, index: torch.Tensor) -> Any:
-    """A copy of a cache whose row b is row ``index[b]`` of ``cache`` (copied: rows come from different prefixes)."""
-    out = copy.copy(cache)
-    out.layers = []
-    for layer in cache.layers:
-        new = copy.copy(layer)
-        new.keys = layer.keys.index_select(0, index)
-        new.values = layer.values.index_select(0, index)
-        out.layers.append(new)
-    return out
-
-
-def _expanded(cache: Any, batch: int) -> Any:
-    """A copy of a batch-1 cache broadcast to ``batch`` rows without copying its tensors (appends allocate anew)."""
-    out = copy.copy(cache)
-    out.layers = []
-    for layer in cache.layers:
-        new = copy.copy(layer)
-        new.keys = layer.keys.expand(batch, *layer.keys.shape[1:])
-        new.values = layer.values.expand(batch, *layer.values.shape[1:])
-        out.layers.append(new)
-    return out
 
 
 @contextlib.contextmanager
