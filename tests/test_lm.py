@@ -81,3 +81,28 @@ def test_prompt_longer_than_context_window_is_a_clear_error(smol):
     with pytest.raises(IclkitError) as e:
         smol.loglikelihood([LoglikelihoodRequest(long, "Review: x\nSentiment:", " positive")])
     assert "context window" in e.value.message
+
+
+def test_prefix_shared_generation_equals_transformers_generate_on_real_episodes(smol):
+    """The default run's open-answer tasks at 0, 1 and 4 shots: decoding from each episode's cached demonstrations
+    gives the texts ``transformers``' ``generate`` gives on the full prompts, whatever the batch size."""
+    from iclkit.episodes import EpisodeConfig, sample_episodes
+    from iclkit.data.tasks import load_task
+    from iclkit.lm.hf import HFCausalLM
+    from iclkit.prompts import load_prompt
+
+    requests = []
+    for name in ("nationality", "past-tense", "country-capital"):
+        task = load_task(name)
+        prompt = load_prompt(task.spec.prompt)
+        for ep in sample_episodes(task, EpisodeConfig(shots=(0, 1, 4), n_episodes=2, n_query=3, seed=3)):
+            rendered = [prompt.render(ep.support, q) for q in ep.query]
+            requests += [GenerationRequest(r.prefix, r.context, 8, prompt.stop) for r in rendered]
+    assert len({r.prefix for r in requests}) > 6 and smol.scoring_path == "prefix-shared"
+    full = HFCausalLM(smol.model, smol.tokenizer, share_prefix=False, info=smol.describe())
+    assert full.scoring_path == "full-sequence"
+    want = full.generate(requests)
+    assert sum(bool(t.strip()) for t in want) > len(want) // 2  # real answers, not empty strings
+    for rows in (1, 5, 16):
+        shared = HFCausalLM(smol.model, smol.tokenizer, batch_size=rows, info=smol.describe())
+        assert shared.generate(requests) == want

@@ -13,6 +13,7 @@ import torch
 from iclkit.errors import IclkitError
 from iclkit.lm.backoff import run_batched
 from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling, lead_for
+from iclkit.lm.greedy import Prompt, decode_group, groups as greedy_groups
 from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.joined import JoinedTokenization
 from iclkit.lm.kvcache import expanded, gathered, shareable
@@ -282,17 +283,59 @@ class HFCausalLM(JoinedTokenization):
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """Greedy decoding in length-bucketed left-padded batches, each text cut at its first stop string."""
-        prompts = [p + c for p, c in self.splits([(r.prefix, r.context) for r in requests])]
-        if any(not p for p in prompts):
+        """Greedy decoding, each text cut at its first stop string: prefix-shared (``iclkit.lm.greedy``: an episode's
+        demonstrations run once) where the model's cache allows it, else ``transformers``' ``generate`` on
+        length-bucketed, left-padded full prompts."""
+        parts = self.splits([(r.prefix, r.context) for r in requests])
+        if any(not p and not c for p, c in parts):
             raise IclkitError("empty prompt: the model needs at least one context token (this tokenizer adds no BOS)")
-        for r, p in zip(requests, prompts):
-            self._check_length(len(p) + r.max_new_tokens)
-        results: list[str | None] = [None] * len(requests)
+        for r, (p, c) in zip(requests, parts):
+            self._check_length(len(p) + len(c) + r.max_new_tokens)
+        texts = self._generate_shared(requests, parts) if self.scoring_path == "prefix-shared" else None
+        if texts is None:
+            texts = self._generate_full(requests, [p + c for p, c in parts])
+        out = []
+        for r, text in zip(requests, texts):
+            for stop in r.stop:
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            out.append(text)
+        return out
+
+    def _generate_shared(self, requests: Sequence[GenerationRequest],
+                         parts: Sequence[tuple[list[int], list[int]]]) -> list[str] | None:
+        """Texts from ``greedy.decode_group`` per shared prefix, in batches of ``batch_size`` rows of similar length;
+        None if the model's cache cannot be shared after all."""
+        prompts = [Prompt(tuple(p), tuple(c), r.max_new_tokens, tuple(r.stop)) for r, (p, c) in zip(requests, parts)]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
+        decode = lambda prompt, new: _new_text(self.tokenizer, prompt, new)  # noqa: E731
+        texts: list[str] = [""] * len(prompts)
+        for shared, members in greedy_groups(prompts):
+            for batch in self._batches([len(prompts[i].prefix) + len(prompts[i].context) for i in members]):
+                chunk = [members[j] for j in batch]
+                got = decode_group(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids, shared,
+                                   [prompts[i] for i in chunk], decode)
+                if got is None:
+                    return None
+                for i, text in zip(chunk, got):
+                    texts[i] = text
+        return texts
+
+    def _step(self, **kwargs: Any) -> Any:
+        """One forward pass with logits for the last position only (where the model allows it)."""
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        with self._autocast():
+            return self.model(**kwargs)
+
+    def _generate_full(self, requests: Sequence[GenerationRequest], prompts: Sequence[list[int]]) -> list[str]:
+        """``transformers``' ``generate`` on length-bucketed, left-padded full prompts (texts not yet cut)."""
+        results: list[str] = [""] * len(requests)
         for batch in self._batches([len(p) for p in prompts]):
             ids, mask, _ = self._left_pad([prompts[i] for i in batch])
             max_new = max(requests[i].max_new_tokens for i in batch)
-            # Stop early once every row has produced a stop string; text after it is cut below anyway.
+            # Stop early once every row has produced a stop string; text after it is cut by the caller anyway.
             stops = sorted({s for i in batch for s in requests[i].stop if s})
             extra = {"stop_strings": stops, "tokenizer": self.tokenizer} if stops else {}
             with self._autocast():
@@ -300,12 +343,8 @@ class HFCausalLM(JoinedTokenization):
                                           do_sample=False, pad_token_id=self.pad_id, num_beams=1, **extra)
             for row, i in enumerate(batch):
                 new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens].tolist()
-                text = _new_text(self.tokenizer, prompts[i], new)
-                for stop in requests[i].stop:
-                    if stop and stop in text:
-                        text = text[: text.index(stop)]
-                results[i] = text
-        return results  # type: ignore[return-value]
+                results[i] = _new_text(self.tokenizer, prompts[i], new)
+        return results
 
 
 def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]]) -> list[Loglikelihood]:
