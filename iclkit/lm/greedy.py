@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from iclkit.lm.kvcache import expanded, shareable
+from iclkit.lm.kvcache import expanded, left_pad, shareable
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,7 @@ def decode_group(step: Step, device: Any, cache_arg: str, pad_id: int, eos: froz
             return None
         cache = expanded(cache, len(prompts))
     rows = [list(p.prefix[len(shared):]) + list(p.context) for p in prompts]
-    width, offset = max(len(r) for r in rows), len(shared)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
-    mask[:, :offset] = 1
-    for b, r in enumerate(rows):
-        ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[b, offset + width - len(r):] = 1
-    positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
-    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+    ids, mask, positions = left_pad(rows, pad_id, device, len(shared))
     limit = max(p.max_new_tokens for p in prompts)
     new: list[list[int]] = [[] for _ in prompts]
     done = [p.max_new_tokens <= 0 for p in prompts]

@@ -16,7 +16,7 @@ from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodReques
 from iclkit.lm.greedy import Prompt, decode_group, groups as greedy_groups
 from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.joined import JoinedTokenization
-from iclkit.lm.kvcache import expanded, gathered, shareable
+from iclkit.lm.kvcache import expanded, gathered, left_pad, shareable
 from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
 from iclkit.lm.registry import register_backend
 from iclkit.lm.spec import ModelSpec
@@ -139,17 +139,8 @@ class HFCausalLM(JoinedTokenization):
 
     def _left_pad(self, seqs: Sequence[Sequence[int]], offset: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ids, attention mask and position ids of left-padded rows that continue ``offset`` cached tokens."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width + offset), dtype=torch.long)
-        mask[:, :offset] = 1
-        for row, s in enumerate(seqs):
-            ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[row, offset + width - len(s):] = 1
-        positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
-        device = self.model.device
-        return ids.to(device), mask.to(device), positions.to(device)
+        """``kvcache.left_pad`` with this model's pad id and device."""
+        return left_pad(seqs, self.pad_id, self.model.device, offset)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Half-precision autocast on CUDA for half-precision (or quantized) models; a no-op otherwise."""

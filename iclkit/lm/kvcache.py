@@ -8,7 +8,7 @@ allocates new tensors and the prefix's own cache is never written to.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -45,3 +45,17 @@ def expanded(cache: Any, batch: int) -> Any:
         new.values = layer.values.expand(batch, *layer.values.shape[1:])
         out.layers.append(new)
     return out
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: Any, offset: int = 0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, attention mask and position ids of left-padded rows that continue ``offset`` cached tokens."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width + offset), dtype=torch.long)
+    mask[:, :offset] = 1
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[row, offset + width - len(s):] = 1
+    positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
+    return ids.to(device), mask.to(device), positions.to(device)
