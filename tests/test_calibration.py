@@ -154,18 +154,18 @@ SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, seed=1, prompt="sentiment", 
 @pytest.fixture(scope="module")
 def counted(smol, data_dir, tmp_path_factory, counting_lm):
     """The same sst2 episodes run as raw ICL alone and as raw + three calibrations, counting LM requests."""
-    import iclkit.runner.execute as execute
+    import iclkit.runner.model as model
 
     out = {}
     for name, calibration in (("plain", "none"), ("calibrated", "none,contextual,dcpmi,batch")):
         lm = counting_lm(smol)
-        original = execute.load_lm
-        execute.load_lm = lambda spec, lm=lm: lm
+        original = model.load_lm
+        model.load_lm = lambda spec, lm=lm: lm
         try:
             folder = tmp_path_factory.mktemp(name) / "run"
             result = iclkit.evaluate("sst2", methods=["icl"], calibration=calibration, out=folder, **SMALL)
         finally:
-            execute.load_lm = original
+            model.load_lm = original
         out[name] = (lm.requests, result)
     return out
 
@@ -353,9 +353,9 @@ def test_batch_calibration_with_per_query_demonstrations_is_refused(tmp_path, ca
 def test_calibration_lifts_macro_f1_where_raw_icl_collapses(smol, data_dir, monkeypatch):
     """AG News, 8 shots per class: raw ICL gives every query of an episode the same label; contextual and batch
     calibration, from the same scores, are better in macro-F1 on every resample of the paired bootstrap."""
-    import iclkit.runner.execute
+    import iclkit.runner.model
 
-    monkeypatch.setattr(iclkit.runner.execute, "load_lm", lambda spec: smol)
+    monkeypatch.setattr(iclkit.runner.model, "load_lm", lambda spec: smol)
     result = iclkit.evaluate("agnews", shots=[8], n_episodes=4, n_query=8, seed=0, prompt="agnews",
                              methods=["icl"], calibration="none,contextual,batch", progress=False)
     raw = [r for r in result.results if r.method == "icl"]

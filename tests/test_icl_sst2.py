@@ -5,9 +5,9 @@ from __future__ import annotations
 
 
 def test_four_shot_sst2_label_mass_and_accuracy(data_dir, smol, monkeypatch):
-    import iclkit.runner.execute
+    import iclkit.runner.model
 
-    monkeypatch.setattr(iclkit.runner.execute, "load_lm", lambda spec: smol)  # reuse the session's model
+    monkeypatch.setattr(iclkit.runner.model, "load_lm", lambda spec: smol)  # reuse the session's model
     result = iclkit.evaluate("sst2", shots=[0, 4], n_episodes=20, n_way=2, n_query=16, seed=0, methods=["icl"],
                              prompt="sentiment", progress=False)  # one prompt (sst2 lists three: template spread)
     rows = {r["shots"]: r for r in result.summary}

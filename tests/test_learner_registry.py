@@ -18,7 +18,7 @@ from iclkit.errors import IclkitError
 from iclkit.learners.base import classification_prediction
 from iclkit.learners.options import OptionSpec
 from iclkit.runner.config import RunConfig
-from iclkit.runner.execute import evaluate
+from iclkit.runner.pipeline import evaluate
 
 
 # --- a whole learner, as a user would write it in one file -------------------------------------------------------

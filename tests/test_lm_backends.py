@@ -103,7 +103,8 @@ def test_a_registered_backend_runs_end_to_end_from_the_cli(data_dir: Path, tmp_p
 
 def test_a_registered_backend_runs_end_to_end_from_the_api(data_dir: Path) -> None:
     from iclkit.episodes import EpisodeConfig
-    from iclkit.runner.execute import RunConfig, run
+    from iclkit.runner.config import RunConfig
+    from iclkit.runner.pipeline import run
 
     BUILT.clear()
     config = RunConfig(tasks=("sst2",), model=ModelSpec(backend="counting", dtype="float32", device="cpu"),

@@ -11,7 +11,7 @@ from iclkit.export.html_report import html_report
 from iclkit.export.json_export import schema
 from iclkit.export.leaderboard import build
 from iclkit.export.meta_validation import sparkline
-from iclkit.runner.execute import evaluate
+from iclkit.runner.pipeline import evaluate
 
 
 def test_run_records_meta_validation_and_the_report_shows_it(tmp_path, one_torch_thread):

@@ -259,13 +259,13 @@ def test_cross_task_without_any_source_data_says_so(tmp_path, monkeypatch, capsy
 def test_a_run_that_cannot_be_served_fails_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
     """The default command asked for cross-task, with no data folder: the sources are resolved when the run is
     planned, so it fails at once, naming the option, with no model loaded and nothing written."""
-    import iclkit.runner.execute as execute
+    import iclkit.runner.model as model
     from iclkit.cli import main
 
     def no_model(spec):
         raise AssertionError("the model was loaded before the meta-training sources were resolved")
 
-    monkeypatch.setattr(execute, "load_lm", no_model)
+    monkeypatch.setattr(model, "load_lm", no_model)
     monkeypatch.setenv("ICLKIT_DATA_DIR", str(tmp_path / "no-data"))
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--meta-train", "cross-task", "--no-progress"]) == 2

@@ -20,7 +20,9 @@ from iclkit.runner.checkpoint import Checkpoint, config_key, partial_dir, result
 from iclkit.cli import main
 from iclkit.episodes import EpisodeConfig, sample_episodes
 from iclkit.errors import IclkitError
-from iclkit.runner.execute import RunConfig, run, run_method
+from iclkit.runner.config import RunConfig
+from iclkit.runner.execute import run_method
+from iclkit.runner.pipeline import run
 from iclkit.data.tasks import load_task
 from iclkit.types import EpisodeResult, Example, Prediction
 

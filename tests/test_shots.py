@@ -350,8 +350,8 @@ def test_chat_prompts_count_the_lead_once(bos_chat):
 
 def test_the_runner_plans_under_the_runs_label_probes():
     from iclkit.runner.config import RunConfig
-    from iclkit.runner.execute import _plan_shots
+    from iclkit.runner.plan import plan_shots
 
     config = RunConfig.from_options({"shots": "auto", "labels": "random", "methods": "icl"})
-    plan = _plan_shots(TOY, [ASYMMETRIC], WordLM(60), config, config.auto_shots, None)
+    plan = plan_shots(TOY, [ASYMMETRIC], WordLM(60), config, config.auto_shots, None)
     assert plan.max_shots == 2 and plan == plan_task(TOY, [ASYMMETRIC], WordLM(60), probes=("gold", "random"))

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Mapping
 
 import pytest
 
-import iclkit.runner.execute  # noqa: F401 - imported before any test: its first import sets KMP_* variables (sklearn)
+import iclkit.runner.pipeline  # noqa: F401 - imported before any test: its first import sets KMP_* variables (sklearn)
 from iclkit.cli import main
 from iclkit.data.rows import to_examples
 from iclkit.data.sources import available_sources, register_source, unregister_source

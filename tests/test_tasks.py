@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-import iclkit.runner.execute  # noqa: F401 - imported before any test: its first import sets KMP_* variables (sklearn)
+import iclkit.runner.pipeline  # noqa: F401 - imported before any test: its first import sets KMP_* variables (sklearn)
 from iclkit.cli import main
 from iclkit.data.sources import available_sources
 from iclkit.data.sources.hub import quiet_datasets

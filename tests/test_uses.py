@@ -23,7 +23,7 @@ from iclkit.cli import main
 from iclkit.learners import entry
 from iclkit.probes import permute_support
 from iclkit.runner.config import RunConfig
-from iclkit.runner.execute import run
+from iclkit.runner.pipeline import run
 
 METRIC = ("protonet", "knn", "linear")
 
