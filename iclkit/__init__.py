@@ -20,7 +20,8 @@ _WHERE = {
     "LM": "lm", "GenerationRequest": "lm", "LoglikelihoodRequest": "lm", "ModelSpec": "lm", "load_lm": "lm",
     "register_backend": "lm",
     "Capabilities": "learners", "Learner": "learners", "MethodContext": "learners", "register": "learners",
-    "RunConfig": "runner.config", "RunResult": "runner.execute", "evaluate": "runner.execute", "run": "runner.execute",
+    "SavedRun": "results", "load_run": "results", "verify_run": "verify",
+    "RunConfig": "runner.config", "RunResult": "runner.collect", "evaluate": "runner.pipeline", "run": "runner.pipeline",
 }
 
 __all__ = sorted(_WHERE)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from iclkit.errors import IclkitError
 
 # Options of `iclkit run` that are not part of the run's configuration (where to write, progress, score cache).
-_CLI_ONLY = ("out", "progress", "score_cache")
+_CLI_ONLY = ("out", "progress", "score_cache", "dry_run")
 _NOT_OPTIONS = ("func", "command", "debug", "config", "set")
 
 
@@ -45,13 +45,18 @@ def _default_out(tasks: Sequence[str], model: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from iclkit.runner.config import RunConfig, is_default_run
     from iclkit.runner.distributed import world
-    from iclkit.runner.execute import run
+    from iclkit.runner.pipeline import run
 
     given = _read_config(args.config) if args.config else {}
     given.update({k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS and v is not None})
     given.update(_set_options(args.set))
     cli = {k: given.pop(k) for k in _CLI_ONLY if k in given}
     config = RunConfig.from_options(given, file=args.config if args.config else None)
+    if cli.get("dry_run"):
+        from iclkit.runner.dryrun import dry_run
+
+        print(dry_run(config).text())
+        return 0
     out = cli.get("out") or _default_out(config.tasks, config.model.name)
     if "score_cache" not in cli and is_default_run(config.tasks):  # a second default run reads its scores back
         cli["score_cache"] = "default"
@@ -83,6 +88,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"wrote {write(board, args.format, args.out)}")
     else:
         sys.stdout.write(render(board, args.format))
+    if args.figures:
+        from iclkit.export.figures import write_paper_figures
+
+        paths = write_paper_figures(board, args.figures)
+        print(f"wrote {len(paths)} figure files to {args.figures}/", file=sys.stdout if args.out else sys.stderr)
     return 0
 
 
@@ -94,6 +104,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     gold = [r for r in read_run(args.run).records if r.get("labels", "gold") == "gold"]  # every order, no probes
     print(plan_table(plan_records(gold, args.ci_width, orders=args.orders, interval=args.interval)))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from iclkit.verify import verified_text, verify_run
+
+    given = {k: getattr(args, k) for k in ("sample", "seed", "tolerance", "settings") if getattr(args, k) is not None}
+    result = verify_run(args.run, **given, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(result.text())
+    if not result.passed:
+        print(f"iclkit: {args.run} does not verify: {verified_text(result.doc)}", file=sys.stderr)
+    return 0 if result.passed else 1
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -140,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"{','.join(DEFAULT_METHODS)})")
     r.add_argument("--reference", help=f"method the others are compared with (default: {DEFAULT_REFERENCE})")
     r.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="a learner option, e.g. knn_k=10 or maml_inner_lr=0.05 (repeatable; see README)")
+                   help="a learner option, e.g. knn_k=10 or maml_inner_lr=0.05 (repeatable; see "
+                        "docs/learners-and-protocols.md)")
     r.add_argument("--embed", help="baselines' embeddings: 'lm' (the model's hidden states), 'minilm' (offline "
                                    "all-MiniLM-L6-v2), or a HF encoder id / folder")
     r.add_argument("--embed-layer", type=int, help="hidden-state layer for --embed lm (0 = embeddings, -1 = last)")
@@ -184,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-field", help="label field of a .jsonl/.csv task")
     r.add_argument("--trust-remote-code", action="store_true", default=None)
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    r.add_argument("--dry-run", action="store_true", default=None,
+                   help="print what the run would do and cost (episodes, LM requests, tokens, texts to embed, an "
+                        "estimated time from a short measurement here) without scoring anything or writing")
     r.add_argument("--score-cache", nargs="?", const="default", metavar="FILE",
                    help="reuse LM scores from a sqlite cache (default file: $ICLKIT_CACHE/scores.sqlite; the "
                         "default run, on the default tasks, uses it unless given another)")
@@ -198,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--metric", action="append", metavar="PATH",
                     help="your own `evaluate` metric script (.py) or folder; repeatable")
     lb.add_argument("--reference", help="method the paired comparisons are made against (default: ICL)")
+    lb.add_argument("--figures", metavar="DIR", help="also write paper figures (forest plots, learning curves) as "
+                    "PNG, SVG and PDF at one- and two-column widths into DIR")
     lb.set_defaults(func=cmd_leaderboard)
     pl = sub.add_parser("plan", help="episodes (and orders) needed for a 95%% CI of a given width, per cell")
     pl.add_argument("run", metavar="RUN_DIR", help="a folder written by `iclkit run --out`")
@@ -207,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the CI to size: over new demonstrations, orders, queries and templates (default), or the "
                          "one summary.json reports (bootstrap over episodes, these queries and templates fixed)")
     pl.set_defaults(func=cmd_plan)
+    from iclkit.verify.settings import SETTINGS
+
+    v = sub.add_parser("verify", help="re-score a seeded sample of a run under other settings (batch size, threads, "
+                                      "processes, no score cache) and write the certificate RUN_DIR/verify.json")
+    v.add_argument("run", metavar="RUN_DIR", help="a folder written by `iclkit run --out`")
+    v.add_argument("--sample", type=int, metavar="N", help="episodes per task to re-score, seeded (default 8; 0: all)")
+    v.add_argument("--seed", type=int, help="seed of the sample (default: the run's seed)")
+    v.add_argument("--tolerance", type=float, help="largest |Δ| allowed in a re-scored number (default by the run's "
+                                                   "precision: 1e-4 float32, 1e-2 float16, 5e-2 bfloat16 or quantized)")
+    v.add_argument("--settings", help=f"comma-separated, from {','.join(SETTINGS)} (default: all)")
+    v.set_defaults(func=cmd_verify)
     t = sub.add_parser("tasks", help="list registered tasks")
     t.set_defaults(func=cmd_tasks)
     return parser

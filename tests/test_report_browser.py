@@ -1,7 +1,9 @@
-"""The HTML report opened in real headless Chromium: table rows, sorting script, plots decode, screenshot not blank."""
+"""The HTML report opened in real headless Chromium: table rows, sorting script, plots decode, screenshot not blank,
+and a wide report fits a 1,400-px window without scrolling sideways."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -109,14 +111,14 @@ def test_sorting_script_runs_in_the_browser(report: Path, tmp_path: Path) -> Non
 
 def _report(smol: Any, root: Path, **run: Any) -> Path:
     """The HTML report of a movie-sentiment run with the session's model (loaded once for all tests)."""
-    import iclkit.runner.execute
+    import iclkit.runner.model
 
-    original = iclkit.runner.execute.load_lm
-    iclkit.runner.execute.load_lm = lambda spec: smol
+    original = iclkit.runner.model.load_lm
+    iclkit.runner.model.load_lm = lambda spec: smol
     try:
         evaluate("movie-sentiment", n_query=2, progress=False, out=root / "run", **run)
     finally:
-        iclkit.runner.execute.load_lm = original
+        iclkit.runner.model.load_lm = original
     page = root / "report.html"
     page.write_text(render(build([root / "run"]), "html"), encoding="utf-8")
     return page
@@ -131,9 +133,9 @@ def fair_report(smol, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_chromium_renders_calibration_table_and_template_spread(fair_report: Path, tmp_path: Path) -> None:
     text = fair_report.read_text()
-    assert text.count('src="data:image/svg+xml;base64,') == 2 and "<h2>Calibration</h2>" in text
+    assert text.count('src="data:image/svg+xml;base64,') == 3 and "<h2>Calibration</h2>" in text
     dom = _browse(fair_report.as_uri(), tmp_path, "--dump-dom").stdout
-    assert 'data-rendered-images="2"' in dom  # accuracy vs shots and the template-spread plot both decode
+    assert 'data-rendered-images="3"' in dom  # learning curves, forest plot and template spread all decode
     parser = _Cells("calibration")
     parser.feed(dom)
     rows = [r for r in parser.rows if r]
@@ -164,9 +166,35 @@ def test_chromium_renders_what_each_learner_uses(uses_report: Path, tmp_path: Pa
     text = uses_report.read_text()
     assert "<h2>What each learner uses</h2>" in text and 'alt="what each learner uses, movie-sentiment"' in text
     dom = _browse(uses_report.as_uri(), tmp_path, "--dump-dom").stdout
-    assert 'data-rendered-images="2"' in dom  # accuracy vs shots and the uses figure both decode
+    assert 'data-rendered-images="3"' in dom  # learning curves, forest plot and the uses figure all decode
     shot = tmp_path / "uses.png"
     _browse(uses_report.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1280,4000")
     pixels = imread(shot)[..., :3]
     lower = pixels[1000:]  # the section sits below the first screen: it is drawn, not blank
     assert (lower < 0.9).any(axis=-1).mean() > 0.02, "the uses section is blank"
+
+
+def test_wide_report_fits_1400_px_and_every_figure_decodes(uses_report: Path, tmp_path: Path) -> None:
+    """Two runs (a run column and cross-run comparisons), long backbone and run names, a spread column and two
+    user metrics: at 1,400 px the page is no wider than the window, and every embedded figure decodes."""
+    run = uses_report.parent / "run"
+    twin = Path(shutil.copytree(run, tmp_path / "movie-sentiment-smollm2-135m-instruct-minilm-probes-orders-rerun"))
+    board = build([run, twin])
+    long = "smollm2-135m-instruct layer -1 mean (a backbone with a long name)"
+    rows = tuple({**r, "model": long if r["method"] != "icl" else r["model"], "n_prompts": 3, "prompt_min": 0.5,
+                  "prompt_max": 0.75, "prompt_std": 0.125,
+                  "metrics": {"exact_match_with_a_long_name": {"value": 0.5}, "f1_macro_long": {"value": 0.5}}}
+                 for r in board.rows)
+    page = tmp_path / "wide.html"
+    page.write_text(render(dataclasses.replace(board, rows=rows), "html"), encoding="utf-8")
+    n_images = page.read_text().count("<img ")
+    assert n_images == 3  # learning curves, forest plot, what each learner uses
+
+    dom = _browse(page.as_uri(), tmp_path, "--dump-dom", "--window-size=1400,1000").stdout
+    assert f'data-rendered-images="{n_images}"' in dom  # every figure decoded in the browser
+    scroll, window = (int(x) for x in re.search(r'data-scroll-width="(\d+)/(\d+)"', dom).groups())
+    assert 1300 < window <= 1400 and scroll <= window, f"the page scrolls sideways: {scroll} px in {window} px"
+    shot = tmp_path / "wide.png"
+    _browse(page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1400,1000")
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1000, 1400) and (pixels < 0.9).any(axis=-1).mean() > 0.02, "screenshot is blank"

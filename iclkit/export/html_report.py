@@ -1,14 +1,16 @@
-"""A self-contained HTML report of a leaderboard: sortable table with CIs, paired comparisons, embedded plots.
+"""A self-contained HTML report of a leaderboard: sortable table with CIs, paired comparisons, embedded figures.
 
-One file, no external URLs: styles and the sorting script are inline, plots are SVG data URIs. Nothing
-time-dependent is written, so the same runs always give the same file. ``report.html#sort=accuracy:desc``
-opens the table sorted by a column.
+One file, no external URLs: styles and the sorting script are inline, figures are SVG data URIs (the learning curves
+and forest plots of iclkit.export.figures, at two-column width). Nothing time-dependent is written, so the same runs
+always give the same file. ``report.html#sort=accuracy:desc`` opens the table sorted by a column. The page fits a
+1,400-px window without scrolling sideways: text cells wrap (at spaces first, anywhere if they must), numbers don't.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Any, Mapping
 
 from iclkit.analysis.paired import format_p
@@ -16,25 +18,26 @@ from iclkit.analysis.summary import budget_text, spread_text
 from iclkit.export.formats import register_format
 from iclkit.export.leaderboard import Leaderboard
 from iclkit.export.meta_validation import meta_validation_section
-from iclkit.export.plots import render_plots, render_spread_plots
+from iclkit.export.figures import FigureKind, figure_name, paper_figures
+from iclkit.export.plots import render_spread_plots, tasks_of
 from iclkit.export.uses_plot import render_uses_plots
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1320px;
   padding:0 16px;color:#1d2330}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .muted{color:#667}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:4px 8px;border-bottom:1px solid #e3e6ee;text-align:left;white-space:nowrap}
-td.num,th.num{text-align:right}
+th,td{padding:4px 6px;border-bottom:1px solid #e3e6ee;text-align:left;vertical-align:top;overflow-wrap:break-word}
+td.num,th.num{text-align:right} td.num,.nw{white-space:nowrap}
 table.sortable th{cursor:pointer;user-select:none;background:#f4f6fa;position:sticky;top:0}
 table.sortable th[data-order=asc]::after{content:" \\25B2"} table.sortable th[data-order=desc]::after{content:" \\25BC"}
 tbody tr:hover{background:#f8f9fc}
-.ci{position:relative;display:inline-block;width:90px;height:8px;background:#eef0f5;border-radius:4px;
+.ci{position:relative;display:inline-block;width:64px;height:8px;background:#eef0f5;border-radius:4px;
   vertical-align:middle;margin-left:6px}
 .ci span{position:absolute;top:0;height:8px;background:#7aa2e3;border-radius:4px}
 .ci b{position:absolute;top:-2px;width:2px;height:12px;background:#1f4fa0}
 .plots{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;border:1px solid #e3e6ee;border-radius:6px;padding:6px}
-figure img{display:block;max-width:100%;height:auto}
+figure img{display:block;max-width:100%;height:auto} figure.paper img{width:920px}
 .pos{color:#1a7f37} .neg{color:#b42318}
 .ci i{position:absolute;top:-2px;left:50%;width:1px;height:12px;background:#98a2b3}
 .stack{display:inline-flex;width:220px;height:12px;border-radius:3px;overflow:hidden;background:#eef0f5;
@@ -74,6 +77,9 @@ _JS = """
     // how many embedded plots actually decoded: a quick check that the report renders (also used by the tests)
     var ok = Array.prototype.filter.call(document.images, function (i) { return i.complete && i.naturalWidth > 0; });
     document.body.setAttribute("data-rendered-images", String(ok.length));
+    // the page's width against the window's: equal when nothing scrolls sideways (the tests read it too)
+    var page = document.documentElement;
+    document.body.setAttribute("data-scroll-width", page.scrollWidth + "/" + page.clientWidth);
   });
   var m = /sort=([\\w-]+)(?::(asc|desc))?/.exec(location.hash);
   if (m) {
@@ -86,6 +92,12 @@ _JS = """
 
 def _e(x: Any) -> str:
     return html.escape("–" if x is None else str(x), quote=True)
+
+
+def _t(x: Any) -> str:
+    """Escaped cell text that may also break after "/", "_" and "." (paths, metric and file names have no spaces),
+    so a long name wraps instead of widening the page; sorting and copied text are unchanged."""
+    return re.sub(r"([/_.])(?=\w)", r"\1<wbr>", _e(x))
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -102,7 +114,7 @@ def _ci_cell(row: Mapping[str, Any]) -> str:
         return '<td data-value="">–</td>'
     bar = (f'<span class="ci" title="95% CI"><span style="left:{lo * 100:.1f}%;width:{(hi - lo) * 100:.1f}%">'
            f'</span><b style="left:{acc * 100:.1f}%"></b></span>')
-    return f'<td data-value="{hi - lo:.4f}">[{lo:.3f}, {hi:.3f}]{bar}</td>'
+    return f'<td class="nw" data-value="{hi - lo:.4f}">[{lo:.3f}, {hi:.3f}]{bar}</td>'
 
 
 def _budget_cell(row: Mapping[str, Any]) -> str:
@@ -208,7 +220,7 @@ def _uses_section(lb: Leaderboard) -> str:
             rel = r.get("reliance") or {}
             body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
                         f"{_num(r.get('chance'))}{cells}{_reliance_cell(r.get('reliance'))}{_num(rel.get('p_value'))}"
-                        f"<td>{_e(r['run'])}</td></tr>")
+                        f"<td>{_t(r['run'])}</td></tr>")
         parts.append('<p class="muted">Accuracy with the support set\'s labels as drawn (gold), drawn at random, '
                      'flipped by a derangement, or shown as unrelated words (prompted learners only); queries are '
                      'always scored against their true labels. Label reliance = acc(gold) − acc(random) on the same '
@@ -223,11 +235,11 @@ def _uses_section(lb: Leaderboard) -> str:
         for r in orders:
             if r.get("order_invariant"):
                 body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
-                            f"{_num(1)}<td>order-invariant</td>{_num(0.0)}{_num(0.0)}<td>{_e(r['run'])}</td></tr>")
+                            f"{_num(1)}<td>order-invariant</td>{_num(0.0)}{_num(0.0)}<td>{_t(r['run'])}</td></tr>")
             else:
                 body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
                             f"{_num(r.get('n_orders'))}{_ci_cell(r)}{_num(r.get('mean_range'))}"
-                            f"{_num(r.get('changed_fraction'))}<td>{_e(r['run'])}</td></tr>")
+                            f"{_num(r.get('changed_fraction'))}<td>{_t(r['run'])}</td></tr>")
         parts.append('<p class="muted">Demonstration order (gold labels): accuracy over the orders of each episode '
                      '(95% CI over episodes), the mean within-episode range (best minus worst order) and the '
                      'fraction of queries whose prediction changes with the order. Order-invariant learners run the '
@@ -248,7 +260,7 @@ def _uses_section(lb: Leaderboard) -> str:
                                 f'style="width:{(comps[c]["share"] or 0) * 100:.1f}%"></span>' for c in names)
                 stack = f'<td><span class="stack">{spans}</span></td>'
             body.append(f"<tr><td>{_e(r['task'])}</td><td>{_e(r['method'])}</td>{_num(r['shots'])}"
-                        f"{_num(r.get('total'))}{stack}<td>{_e(r['run'])}</td></tr>")
+                        f"{_num(r.get('total'))}{stack}<td>{_t(r['run'])}</td></tr>")
         key = "".join(f'<span class="c-{_e(c)}"></span>{_e(c)}' for c in names)
         parts.append('<p class="muted">Variance of per-query correctness (gold labels) split into demonstration set, '
                      'template, order, query and residual components (ANOVA method-of-moments estimator of a '
@@ -272,13 +284,13 @@ def _rows_table(lb: Leaderboard) -> str:
              ("macro-F1", "macro_f1", "num"), ("ECE", "ece", "num"), ("meta-training data", "n_meta_texts", ""),
              *[(m, m, "num") for m in extra], ("run", "run", "")]
     out = ['<table class="sortable" id="leaderboard"><thead><tr>']
-    out += [f'<th class="{cls}" data-key="{_e(key)}">{_e(label)}</th>' for label, key, cls in heads]
+    out += [f'<th class="{cls}" data-key="{_e(key)}">{_t(label)}</th>' for label, key, cls in heads]
     out.append("</tr></thead><tbody>")
     for r in lb.rows:
-        cells = [f"<td>{_e(r['model'])}</td>", f"<td>{_e(r['task'])}</td>", f"<td>{_e(r['method'])}</td>",
+        cells = [f"<td>{_t(r['model'])}</td>", f"<td>{_t(r['task'])}</td>", f"<td>{_t(r['method'])}</td>",
                  _num(r["shots"]), _num(r["n_episodes"]), _num(r["n_queries"]), _num(r["accuracy"]), _ci_cell(r),
                  *([_spread_cell(r)] if _spread(lb) else []), _num(r["macro_f1"]), _num(r["ece"]), _budget_cell(r),
-                 *[_num(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], f"<td>{_e(r['run'])}</td>"]
+                 *[_num(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], f"<td>{_t(r['run'])}</td>"]
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -313,18 +325,33 @@ def _comparisons_table(lb: Leaderboard) -> str:
     return "\n".join(out)
 
 
-def _plots(lb: Leaderboard) -> str:
-    figures = []
-    for task, images in render_plots(lb.rows, formats=("svg",)).items():
-        data = base64.b64encode(images["svg"]).decode("ascii")
-        figures.append(f'<figure><img alt="accuracy vs shots, {_e(task)}" src="data:image/svg+xml;base64,{data}">'
-                       f"</figure>")
-    return '<div class="plots">' + "\n".join(figures) + "</div>"
+def _figures(lb: Leaderboard, kind: FigureKind) -> str:
+    """The double-column SVGs of one kind of paper figure (iclkit.export.figures), one per task."""
+    images = paper_figures(lb, "double", formats=("svg",), kinds=(kind,))
+    out = []
+    for task in tasks_of(lb.rows):
+        svg = images.get(figure_name(kind, task), {}).get("svg")
+        if svg is not None:
+            alt = f"{'forest plot' if kind == 'forest' else 'learning curves'}, {task}"
+            out.append(f'<figure class="paper"><img alt="{_e(alt)}" '
+                       f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode("ascii")}"></figure>')
+    return '<div class="plots">' + "\n".join(out) + "</div>"
+
+
+def _verified(run: Mapping[str, Any]) -> str:
+    """The run's `iclkit verify` line, green when its certificate holds, red when it failed, plain without one."""
+    check = run.get("verification") or {}
+    cls = "pos" if check.get("passed") else "neg" if check and not check.get("stale") else "muted"
+    return f'<span class="{cls} verified">{_e(run.get("verified") or "not verified")}</span>'
 
 
 def html_report(lb: Leaderboard, *, title: str = "iclkit leaderboard") -> str:
     """The whole report as one HTML document."""
-    runs = ", ".join(f"{_e(r['name'])} ({_e(r.get('model'))}, seed {_e(r.get('seed'))})" for r in lb.runs)
+    runs = ", ".join(f"{_e(r['name'])} ({_e(r.get('model'))}, seed {_e(r.get('seed'))}; {_verified(r)})"
+                     for r in lb.runs)
+    forest = (f"""<p class="muted">Each method minus {_e(lb.reference)} on the same episodes: mean difference in episode
+accuracy with its 95% CI (filled: p &lt; 0.05, two-sided paired permutation test); the numbers are the table's.</p>
+{_figures(lb, "forest")}""" if lb.comparisons else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_e(title)}</title><style>{_CSS}</style></head>
@@ -333,14 +360,18 @@ def html_report(lb: Leaderboard, *, title: str = "iclkit leaderboard") -> str:
 <p class="muted">Runs: {runs}. Accuracy is the mean over episodes with a 95% percentile-bootstrap CI over
 episodes; ECE is the expected calibration error of the predicted label's probability (10 bins). Click a column
 header to sort.</p>
-<h2>Accuracy vs shots</h2>
-{_plots(lb)}
+<h2>Learning curves</h2>
+<p class="muted">Accuracy against shots per task, one panel per method family with {_e(lb.reference)} (black) in each;
+bands are 95% CIs over episodes. Each figure is also written as PNG, SVG and PDF at one- and two-column widths by
+<code>iclkit leaderboard ... --figures DIR</code>.</p>
+{_figures(lb, "learning_curves")}
 <h2>Results</h2>
 <p class="muted">Meta-training data: the labelled texts (self-supervised: unlabelled) a method learned from outside
 the episodes, and under which protocol (hover for its tasks and classes); ICL's model is only pretrained (its name
 is in the model column).</p>
 {_rows_table(lb)}
 <h2>Paired comparisons</h2>
+{forest}
 <p class="muted">Accuracy differences on the same episodes (matched by episode hash); p from a two-sided paired
 permutation test; unpaired: episodes only one of A and B ran, left out of the comparison. In parentheses: the
 data each side meta-trained on outside the episodes (none, cross-task, class-split, in-task, or self-supervised:

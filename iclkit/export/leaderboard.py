@@ -17,6 +17,8 @@ from iclkit.analysis.paired import DEFAULT_REFERENCE, paired_comparison
 from iclkit.analysis.stats import macro_f1_of, mean_ci
 from iclkit.analysis.summary import SUMMARY_VERSION
 from iclkit.errors import IclkitError
+from iclkit.results import read_run_json
+from iclkit.verify.certificate import run_verification
 
 SCHEMA_VERSION = 1
 ROW_FIELDS = ("model", "task", "method", "shots", "n_episodes", "n_queries", "accuracy", "ci_low", "ci_high",
@@ -71,6 +73,7 @@ class Leaderboard:
     calibration: tuple[Mapping[str, Any], ...] = ()  # calibrated outputs vs their raw output, same run
     uses: Mapping[str, Any] = field(default_factory=dict)  # label probes, orders, variance rows of every run
     meta_training: tuple[Mapping[str, Any], ...] = ()  # each meta-learner's meta-validation curve and search
+    reference: str = DEFAULT_REFERENCE  # the method the comparisons are made against
 
     def metric_names(self) -> list[str]:
         """Names of the users' own metrics that any row carries, sorted."""
@@ -86,16 +89,7 @@ class Leaderboard:
                 **({"meta_training": [dict(r) for r in self.meta_training]} if self.meta_training else {})}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IclkitError("missing file: not an iclkit run folder?", file=str(path),
-                          hint="pass folders written by `iclkit run --out DIR`") from None
-    except OSError as e:
-        raise IclkitError(f"cannot read: {e.strerror}", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise IclkitError(f"malformed JSON: {e.msg}", file=str(path), line=e.lineno) from None
+_HINT = "pass folders written by `iclkit run --out DIR`"
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -117,11 +111,11 @@ def read_run(path: str | Path) -> Run:
     folder = Path(path)
     if not folder.is_dir():
         raise IclkitError("no such run folder", file=str(folder))
-    summary = _read_json(folder / "summary.json")
+    summary = read_run_json(folder / "summary.json", _HINT)
     if not isinstance(summary, dict) or summary.get("version") != SUMMARY_VERSION:
         raise IclkitError(f"unsupported summary version {summary.get('version') if isinstance(summary, dict) else None}"
                           f" (this iclkit reads version {SUMMARY_VERSION})", file=str(folder / "summary.json"))
-    manifest = _read_json(folder / "manifest.json")
+    manifest = read_run_json(folder / "manifest.json", _HINT)
     return Run(name=folder.name, path=folder, manifest=manifest, summary=tuple(summary.get("results", [])),
                records=tuple(_read_records(folder / "records.jsonl")), prompt_rows=tuple(summary.get("prompts", [])),
                uses={k: summary[k] for k in USES_KEYS if summary.get(k)})
@@ -287,7 +281,8 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
                       "weights_sha256": (run.manifest.get("model") or {}).get("weights_sha256"),
                       "seed": run.manifest.get("seed"), "tasks": list(run.manifest.get("tasks", {})),
                       "methods": list(cfg.get("methods", [])),
-                      "iclkit": run.manifest.get("versions", {}).get("iclkit")})
+                      "iclkit": run.manifest.get("versions", {}).get("iclkit"),
+                      **run_verification(run.path)})  # `iclkit verify`'s certificate, if the folder has one
         for s in run.summary:
             row = {"model": run.model_of(s["task"], s["method"]), "task": s["task"], "method": s["method"],
                    "shots": int(s["shots"]), "n_episodes": s["n_episodes"], "n_queries": s["n_queries"],
@@ -304,4 +299,4 @@ def build(run_dirs: Sequence[str | Path], *, metrics: Sequence[str | Path] = (),
                 for r in run.uses.get(k, [])] for k in USES_KEYS}
     return Leaderboard(tuple(infos), tuple(rows), tuple(_comparisons(runs, reference, seed)), tuple(prompts),
                        tuple(_calibration(runs, seed)), {k: v for k, v in uses.items() if v},
-                       tuple(_meta_training(runs)))
+                       tuple(_meta_training(runs)), reference)

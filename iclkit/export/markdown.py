@@ -43,6 +43,10 @@ def to_markdown(lb: Leaderboard) -> str:
                  *([spread_text(r)] if spread else []), _fmt(r["macro_f1"]), _fmt(r["ece"]), budget_text(r),
                  *[_fmt(r.get("metrics", {}).get(m, {}).get("value")) for m in extra], r["run"]]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Runs (`iclkit verify RUN_DIR`: a seeded sample re-scored under another batch size, thread count and "
+                  "process count, without score cache, and compared with the run's records):", ""]
+    lines += [f"- {r['name']} ({_fmt(r.get('model'))}, seed {_fmt(r.get('seed'))}): "
+              f"{r.get('verified') or 'not verified'}" for r in lb.runs]
     if lb.comparisons:
         lines += ["", ("Paired differences in accuracy on the same episodes (A − B; 95% bootstrap CI; two-sided "
                        "paired permutation test; unpaired: episodes only one of A and B ran, left out; in "

@@ -1,6 +1,8 @@
 """Accuracy-vs-shots plots with CI bands: one figure per task, one line per (model, method), shots on a log axis
-(0 shots, when run, sits one step left of 1); PNG and SVG. For a task whose cells ran under several prompts, a
-template-spread figure: one thin line per prompt, the mean in bold.
+(0 shots, when run, sits one step left of 1); PNG and SVG (PDF on request). For a task whose cells ran under
+several prompts, a template-spread figure: one thin line per prompt, the mean in bold.
+
+Figures for papers (forest plots, learning curves by method family) are iclkit.export.figures.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot: no global figure state, and importing this module
 leaves the user's backend alone (a notebook keeps its own). They are saved without timestamps and with a fixed SVG
@@ -20,8 +22,10 @@ import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-ImageFormat = Literal["png", "svg"]
-_RC = {"svg.hashsalt": "iclkit", "svg.fonttype": "path", "font.size": 9}
+ImageFormat = Literal["png", "svg", "pdf"]
+# pdf.fonttype 42: TrueType fonts embedded in PDFs (publishers often ask for no Type 3 fonts)
+_RC = {"svg.hashsalt": "iclkit", "svg.fonttype": "path", "pdf.fonttype": 42, "font.size": 9}
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}, "png": {}}
 _WIDTH, _HEIGHT = 4.8, 3.2  # inches, without the legend
 
 
@@ -110,12 +114,12 @@ def template_spread(rows: Sequence[Mapping[str, Any]], prompt_rows: Sequence[Map
     return _finish(fig, ax, shots, f"{task}: template spread (thin: one prompt each)", bool(methods))
 
 
-def figure_bytes(fig: Figure, fmt: ImageFormat) -> bytes:
-    """The figure as PNG or SVG bytes, with no timestamp in them."""
+def figure_bytes(fig: Figure, fmt: ImageFormat, dpi: float | None = None) -> bytes:
+    """The figure as PNG, SVG or PDF bytes, with no timestamp in them; ``dpi``: the PNG's resolution (default: the
+    figure's)."""
     buf = io.BytesIO()
     with matplotlib.rc_context(_RC):
-        meta = {"Date": None} if fmt == "svg" else {}
-        fig.savefig(buf, format=fmt, metadata=meta)
+        fig.savefig(buf, format=fmt, metadata=_NO_DATE[fmt], **({"dpi": dpi} if dpi else {}))
     return buf.getvalue()
 
 

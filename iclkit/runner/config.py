@@ -116,6 +116,20 @@ class RunConfig:
                               hint="--orders 4 evaluates each episode under its drawn order and 3 permutations")
 
     @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | None = None) -> "RunConfig":
+        """Inverse of ``to_dict``: the configuration a manifest's ``config`` records, rebuilt through
+        ``from_options`` (so a bad value fails as it would on the command line, naming ``file``)."""
+        if not isinstance(d, Mapping):
+            raise IclkitError("expected an object", file=file, field="config")
+        parts = {key: d.get(key) or {} for key in ("model", "episodes", "options")}
+        for key, part in parts.items():
+            if not isinstance(part, Mapping):
+                raise IclkitError("expected an object", file=file, field=f"config.{key}")
+        given = {**{("model" if k == "name" else k): v for k, v in parts["model"].items()}, **parts["episodes"],
+                 **parts["options"], **{k: d[k] for k in _RUN if k in d}}
+        return cls.from_options(given, file=file)
+
+    @classmethod
     def from_options(cls, given: Mapping[str, Any], *, file: str | None = None) -> "RunConfig":
         """A config from flat names (CLI flags, a config file, keywords); what is not given keeps its default."""
         given = {str(k).replace("-", "_"): v for k, v in given.items() if v is not None}
