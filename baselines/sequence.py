@@ -39,7 +39,7 @@ class SequenceLearner:
     # projection changes no nearest neighbour, so the learner can represent its floor (kNN) on any evaluated task —
     # a design rule, not a measurement. Fewer directions are cheaper (one outer step over 32 episodes: ~0.4 s for
     # MANN at 64 directions, ~2 s at 384, 2 cores) but a basis fit on other tasks' texts can drop the directions the
-    # evaluated task needs (knn-bottleneck rows, README "Meta-learners against their floors"); --set meta_search=N
+    # evaluated task needs (knn-bottleneck rows, docs/learners-and-protocols.md "Meta-learners against their floors"); --set meta_search=N
     # tries 0, 16, …, 128 on meta-validation episodes.
     input_dim: int = 0
     input_noise: float = 0.5  # std of Gaussian noise added to meta-training inputs (projected units)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Each meta-learner at its best under honest rules, against its floor on the same episodes (README "Meta-learners
+# Each meta-learner at its best under honest rules, against its floor on the same episodes (docs/learners-and-protocols.md "Meta-learners
 # against their floors"): MiniLM features on SST-2, AG News, TREC, movie-sentiment (cross-task) and DBpedia 5-way
 # (class-split), self-supervised (SMLMT) on SST-2 and AG News, SmolLM2 hidden states on SST-2 and AG News; 1/4/8
 # shots, 30 episodes x 8 queries, seed 0. Meta-learners are early-stopped on meta-validation episodes (default

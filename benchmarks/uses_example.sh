@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "What each learner uses" worked example: ICL and every baseline on the same SST-2 and AG News
+# The worked example of docs/probes-and-variance.md: ICL and every baseline on the same SST-2 and AG News
 # episodes at 1/4/8 shots under gold, random and flipped support labels and 4 demonstration orders, then the
 # leaderboard (md/html/json), the sample-size plans, and a learning curve up to the context window (--shots auto).
 # CPU: about 80 minutes on 2 cores (the two tasks side by side, one torch thread each); ICL dominates: every

@@ -1,6 +1,6 @@
-"""The overlaps between the registered tasks' texts, measured on the shared data, that the README states and the
-task files' ``corpus:`` declare: SST-2's sentences are SST-5's, movie-sentiment's come from the same reviews, and
-tasks declared in different corpora share no text.
+"""The overlaps between the registered tasks' texts, measured on the shared data, that docs/tasks-and-prompts.md
+("Corpora") states and the task files' ``corpus:`` declare: SST-2's sentences are SST-5's, movie-sentiment's come
+from the same reviews, and tasks declared in different corpora share no text.
 
 These are data facts, not tests of iclkit's logic: the counts are measured on the shared data snapshot and have no
 reference but that snapshot (they change if the data does). Every test here is marked ``data_fact``; ``pytest -m

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 import iclkit
-import iclkit.runner.execute
+import iclkit.runner.model
 from iclkit.analysis.paired import compare
 from iclkit.data.tasks import read_spec, registry
 from iclkit.errors import IclkitError
@@ -23,7 +23,7 @@ from iclkit.prompts import load_prompt
 from iclkit.runner.checkpoint import Checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-# The domain premise DC-PMI uses for each shipped prompt of the template-spread tasks (README "Fair ICL").
+# The domain premise DC-PMI uses for each shipped prompt of the template-spread tasks (docs/fair-icl.md).
 PREMISES = {
     "sentiment": "Sentiment:", "sentiment-opinion": "Opinion:",
     "sentiment-question": "Question: Is this review positive?\nAnswer:",
@@ -45,10 +45,10 @@ def test_shipped_tasks_name_three_prompts_that_differ_in_wording_cue_and_words(t
     assert len({tuple(p.word(lab) for lab in spec.labels) for p in prompts}) == len(prompts)
 
 
-def test_readme_documents_each_premise():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_docs_document_each_premise():
+    page = (REPO / "docs" / "fair-icl.md").read_text(encoding="utf-8")
     for name, premise in PREMISES.items():
-        assert f"`{name}`" in readme and premise.replace("\n", "\\n") in readme, name
+        assert f"`{name}`" in page and premise.replace("\n", "\\n") in page, name
 
 
 def test_answer_cue_and_domain_premise(tmp_path: Path):
@@ -89,15 +89,15 @@ def test_content_free_inputs_are_read_as_written(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def spread_run(smol, tmp_path_factory):
-    original = iclkit.runner.execute.load_lm
-    iclkit.runner.execute.load_lm = lambda spec: smol
+    original = iclkit.runner.model.load_lm
+    iclkit.runner.model.load_lm = lambda spec: smol
     try:
         out = tmp_path_factory.mktemp("spread") / "run"
         result = iclkit.evaluate("movie-sentiment", shots=(0, 1), n_episodes=3, n_query=4, seed=5, methods=["icl"],
                                  calibration="none,batch", prompt="sentiment,sentiment-opinion,sentiment-question",
                                  progress=False, out=out)
     finally:
-        iclkit.runner.execute.load_lm = original
+        iclkit.runner.model.load_lm = original
     return out, result
 
 
@@ -163,7 +163,7 @@ def test_leaderboard_shows_the_spread(spread_run):
 
 
 def test_a_task_runs_all_its_prompts_unless_told(smol, data_dir, monkeypatch):
-    monkeypatch.setattr(iclkit.runner.execute, "load_lm", lambda spec: smol)
+    monkeypatch.setattr(iclkit.runner.model, "load_lm", lambda spec: smol)
     small = dict(shots=(0,), n_episodes=1, n_query=2, methods=["icl"], progress=False)
     every = iclkit.evaluate("sst2", **small)
     assert [p["name"] for p in every.manifest["prompts"]["sst2"]] == list(read_spec(registry()["sst2"]).prompts)
