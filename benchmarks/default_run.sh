@@ -6,8 +6,10 @@
 # Targets on a quiet 2-core CPU: cold ≤ 180 s and ≤ 2 GB, warm ≤ 60 s.
 #
 #   bash benchmarks/default_run.sh            # (with the venv active) prints cold_* and warm_* lines
+#   LOG=cold.log bash benchmarks/default_run.sh   # also keeps what the cold run printed
 set -euo pipefail
 command -v iclkit >/dev/null || { echo "activate the venv first: . .venv/bin/activate" >&2; exit 2; }
+LOG=${LOG:+$(realpath -m "$LOG")}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -25,5 +27,6 @@ for pass in cold warm; do
     echo "${pass}_wall_s=$wall ${pass}_cpu_s=$(awk "BEGIN{print $user + $sys}") ${pass}_peak_rss_kb=$peak" \
          "load=$(cut -d' ' -f1 /proc/loadavg)"
 done
+[ -n "${LOG:-}" ] && cp "$work/cold.log" "$LOG"
 # What the run used, as it printed it (the meta-training budget line names the protocol and its source).
 grep -A1 "^Meta-training data" "$work/warm.log" | tail -1 || true
