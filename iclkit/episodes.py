@@ -7,14 +7,13 @@ and only the number of demonstrations differs between the shot settings of one e
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
 from iclkit.errors import IclkitError
-from iclkit.files import write_jsonl
+from iclkit.files import read_json_lines, write_jsonl
 from iclkit.data.spec import TaskData
 from iclkit.types import Episode, Example, episodes_hash
 
@@ -163,17 +162,9 @@ def read_episodes(path: str | Path) -> list[Episode]:
     """Load episodes written by write_episodes; each line's hash is checked against its content."""
     path = Path(path)
     episodes = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise IclkitError(f"cannot read episodes: {e.strerror}", file=str(path)) from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, d in read_json_lines(path, missing="cannot read episodes: no such file"):
         try:
-            episodes.append(Episode.from_dict(json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise IclkitError(f"malformed JSON: {e.msg}", file=str(path), line=lineno) from None
+            episodes.append(Episode.from_dict(d))
         except (KeyError, TypeError) as e:
             raise IclkitError("missing or malformed episode field", file=str(path), line=lineno,
                               field=str(e).strip("'")) from None

@@ -1,4 +1,4 @@
-"""File helpers used everywhere: atomic writes, all-or-nothing folders, sha256 of a file, and YAML reading.
+"""File helpers used everywhere: atomic writes, all-or-nothing folders, sha256 of a file, YAML and JSON-lines reading.
 
 Every file iclkit writes goes through ``atomic_write``: a temp file in the same folder renamed into place, so a
 reader (or a killed run) never sees half a file.
@@ -73,6 +73,28 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json_lines(path: str | Path, *, missing: str = "missing file") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file iclkit wrote (run records, episodes).
+    A missing or unreadable file, a malformed line or one that is not an object is an IclkitError naming the file and
+    the line; ``missing`` is the message for a file that is not there."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise IclkitError(missing, file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise IclkitError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path)) from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise IclkitError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=lineno) from None
+        if not isinstance(obj, dict):
+            raise IclkitError("each line must be a JSON object", file=str(path), line=lineno)
+        yield lineno, obj
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

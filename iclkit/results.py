@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 from iclkit.analysis.summary import SUMMARY_VERSION
 from iclkit.episodes import read_episodes
 from iclkit.errors import IclkitError
+from iclkit.files import read_json_lines
 from iclkit.types import Episode
 
 if TYPE_CHECKING:
@@ -203,21 +204,8 @@ def read_run_json(path: Path, hint: str = "pass a folder written by `iclkit run 
 def read_records(path: str | Path) -> Records:
     """records.jsonl as ``Record`` values; a bad line is an IclkitError naming its line and field."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise IclkitError("missing file: not an iclkit run folder?", file=str(path)) from None
-    except OSError as e:
-        raise IclkitError(f"cannot read: {e.strerror}", file=str(path)) from None
-    out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise IclkitError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=lineno) from None
-        out.append(_typed(Record, d, _RECORD, _RECORD_OPTIONAL, path, lineno))
+    out = [_typed(Record, d, _RECORD, _RECORD_OPTIONAL, path, lineno)
+           for lineno, d in read_json_lines(path, missing="missing file: not an iclkit run folder?")]
     return Records(out)
 
 

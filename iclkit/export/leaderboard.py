@@ -7,7 +7,6 @@ and builds the ``Leaderboard``; writing it in a format is iclkit.export.formats.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from iclkit.analysis.paired import DEFAULT_REFERENCE, paired_comparison
 from iclkit.analysis.stats import macro_f1_of, mean_ci
 from iclkit.analysis.summary import SUMMARY_VERSION
 from iclkit.errors import IclkitError
+from iclkit.files import read_json_lines
 from iclkit.results import read_run_json
 from iclkit.verify.certificate import run_verification
 
@@ -93,17 +93,7 @@ _HINT = "pass folders written by `iclkit run --out DIR`"
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise IclkitError("missing file: not an iclkit run folder?", file=str(path))
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise IclkitError(f"malformed JSON: {e.msg}", file=str(path), line=lineno) from None
-    return out
+    return [d for _, d in read_json_lines(path, missing="missing file: not an iclkit run folder?")]
 
 
 def read_run(path: str | Path) -> Run:

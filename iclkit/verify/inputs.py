@@ -7,12 +7,12 @@ longer verifies (exit 1), not bad input. Files that cannot be parsed at all are 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from iclkit.errors import IclkitError
+from iclkit.files import read_json_lines
 from iclkit.results import Record, read_records, read_run_json
 from iclkit.runner.config import RunConfig
 from iclkit.types import Episode, episodes_hash
@@ -65,19 +65,7 @@ def _read_episodes(path: Path) -> tuple[tuple[Episode, ...], tuple[str | None, .
     episodes: list[Episode] = []
     stored: list[str | None] = []
     lines: list[int] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise IclkitError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path)) from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise IclkitError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=lineno) from None
-        if not isinstance(d, Mapping):
-            raise IclkitError("expected a JSON object", file=str(path), line=lineno)
+    for lineno, d in read_json_lines(path):
         try:
             episodes.append(Episode.from_dict({k: v for k, v in d.items() if k != "hash"}))
         except KeyError as e:
