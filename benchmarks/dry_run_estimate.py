@@ -6,6 +6,7 @@ process. Prints one Markdown row per run; the estimate is of the LM scoring, gen
 so the real run's wall also holds model loading, planning, meta-training and writing.
 
     python benchmarks/dry_run_estimate.py            # needs the benchmark data folder ($ICLKIT_DATA_DIR)
+    python benchmarks/dry_run_estimate.py large      # only the named runs
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 RUNS = {
     "small": "--task sst2 --prompt sentiment --methods icl --shots 4 --episodes 5 --n-query 16",
     "medium": "--task sst2 --methods icl,protonet,knn --shots 0,4 --episodes 12 --n-query 16",
-    "large": "--task agnews --prompt agnews --methods icl,protonet --shots 8 --episodes 12 --n-query 16",
+    "large": "--task agnews --prompt agnews --methods icl,protonet --shots 8 --episodes 6 --n-query 16",
 }
 UNIT = {"h": 3600, "min": 60, "s": 1}
 
@@ -36,6 +37,8 @@ def main() -> None:
     print("| run | command options | estimate (scoring, embedding) | + load and planning | real wall | real / estimate |")
     print("|---|---|---:|---:|---:|---:|")
     for name, options in RUNS.items():
+        if sys.argv[1:] and name not in sys.argv[1:]:
+            continue
         base = ["iclkit", "run", *options.split(), "--seed", "0", "--no-progress"]
         dry = subprocess.run([*base, "--dry-run"], env=env, capture_output=True, text=True)
         if dry.returncode:

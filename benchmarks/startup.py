@@ -1,0 +1,62 @@
+"""What iclkit's start-up is made of (issue 18 §3): each step of loading the default model, in a fresh process, in
+the order the ICL benchmark pays for them, as wall and CPU seconds.
+
+Steps: ``import torch``; ``import transformers``' auto classes; iclkit's LM modules; the tokenizer; the model's
+weights (``from_pretrained`` on iclkit's converted folder); the first and a second 2-token forward pass (the first
+also pages the memory-mapped weights in; iclkit's load runs one to learn which KV cache the model builds).
+CPU seconds move less than wall seconds with the machine's load.
+
+    python benchmarks/startup.py            # the default model, converted once into iclkit's cache
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+_last = (time.perf_counter(), time.process_time())
+_rows: list[tuple[str, float, float]] = []
+
+
+def lap(step: str) -> None:
+    global _last
+    now = (time.perf_counter(), time.process_time())
+    _rows.append((step, now[0] - _last[0], now[1] - _last[1]))
+    _last = now
+
+
+def main() -> None:
+    import torch
+
+    lap("import torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lap("import transformers (AutoModelForCausalLM, AutoTokenizer)")
+    from _iclkit_core import ensure_importable
+
+    ensure_importable()
+    from iclkit.lm.spec import ModelSpec
+    from iclkit.lm.weights import resolve
+
+    folder = str(resolve(ModelSpec())[0])
+    lap("import iclkit's LM modules, find the converted model")
+    AutoTokenizer.from_pretrained(folder)
+    lap("tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    lap("model weights (from_pretrained)")
+    ids = torch.zeros(1, 2, dtype=torch.long)
+    with torch.inference_mode():
+        model(input_ids=ids)
+        lap("first 2-token forward")
+        model(input_ids=ids)
+        lap("second 2-token forward")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {__import__('os').getloadavg()[0]:.2f}")
+    print("| step | wall s | CPU s |\n|---|---:|---:|")
+    for step, wall, cpu in _rows:
+        print(f"| {step} | {wall:.2f} | {cpu:.2f} |")
+    print(f"| total | {sum(r[1] for r in _rows):.2f} | {sum(r[2] for r in _rows):.2f} |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+    main()
