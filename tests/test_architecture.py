@@ -125,7 +125,9 @@ def test_every_baseline_module_is_reachable_by_name():
 def test_every_subpackage_is_listed_for_a_non_editable_install():
     """pyproject.toml lists packages by name: one left out installs without its modules (CI's non-editable install
     then fails at import), so each folder holding an ``__init__.py`` must be listed."""
-    text = (ROOT.parent / "pyproject.toml").read_text(encoding="utf-8")  # (tomllib is 3.11+; iclkit runs on 3.10)
+    repo = Path(__file__).resolve().parent.parent  # the source tree (iclkit itself may be installed elsewhere)
+    text = (repo / "pyproject.toml").read_text(encoding="utf-8")  # (tomllib is 3.11+; iclkit runs on 3.10)
     listed = set(re.findall(r'"([\w.]+)"', re.search(r"^packages = \[(.*?)\]", text, re.M | re.S).group(1)))
-    found = {".".join(["iclkit", *p.parent.relative_to(ROOT).parts]) for p in ROOT.rglob("__init__.py")}
+    source = repo / "iclkit"
+    found = {".".join(["iclkit", *p.parent.relative_to(source).parts]) for p in source.rglob("__init__.py")}
     assert found - listed == set()
