@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -53,6 +55,18 @@ def test_memory_is_bounded_and_vectors_beyond_it_come_back_from_disk(tmp_path):
     got = cache.embed(texts)
     assert torch.equal(got, want) and len(cache._memory) == 40 and cache._held <= cache.memory_bytes
     assert torch.equal(cache.embed(texts[::-1]), want.flip(0)) and len(enc.seen) == 400  # read back, not re-embedded
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts the process's memory mappings (Linux)")
+def test_vectors_read_back_from_disk_do_not_keep_the_shards_mapped(tmp_path):
+    texts = [f"t{i}" for i in range(600)]
+    EmbeddingCache(WideEncoder(), tmp_path, progress=False).embed(texts)
+    cache = EmbeddingCache(WideEncoder(), tmp_path, progress=False)
+    maps = lambda: len(Path("/proc/self/maps").read_text().splitlines())  # noqa: E731
+    before = maps()
+    for i in range(0, 600, 6):
+        cache.embed(texts[i:i + 6])
+    assert cache.calls == 0 and maps() - before < 20  # a tensor viewing a shard would keep one mapping per read
 
 
 class WideEncoder(CountingEncoder):
