@@ -102,7 +102,10 @@ def rescore_in_processes(config: Mapping[str, Any], sample: Sample, batch_size: 
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "rescored.json"
         write_json(spec, {"config": dict(config), "sample": sample.to_dict(), "batch_size": batch_size,
                           "out": str(out)})
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        # PYTHONSAFEPATH: `-m` would otherwise put the working folder first on the workers' sys.path, and from a
+        # source checkout beside a non-editable install they would import that tree's iclkit, which lacks
+        # iclkit.baselines (baselines/ is mapped in only by installing).
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONSAFEPATH": "1"}
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
                                "--nproc-per-node", str(processes), "-m", "iclkit.verify.worker", str(spec)],
                               env=env, capture_output=True, text=True)
