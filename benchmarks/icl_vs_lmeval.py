@@ -6,7 +6,12 @@ Same model, same prompts: the first 8 SST-2 train rows as demonstrations for eve
 runs end to end in its own fresh Python process (imports, model loading and data preparation count), one after the
 other in this one run. Prints a table and, last, ``speedup_vs_lmeval=<x> identical_predictions=<True|False>``.
 
-    pip install -e '.[bench]'
+The table also gives the tokens each system runs through the model and its scoring rate over them: lm-eval one
+sequence per doc (its logits cache scores both one-token labels of a doc from one forward pass), the naive loop
+one per doc and label, iclkit the demonstrations once and each query once. The ratio of those counts bounds the
+scoring speedup at equal forward rates.
+
+    pip install -e '.[bench]'           # or lm_eval in a folder of its own, given to the workers by PYTHONPATH
     python benchmarks/icl_vs_lmeval.py --n-docs 200
 """
 
@@ -188,7 +193,8 @@ def run_worker(name: str, a: argparse.Namespace, work: Path) -> dict:
            "--device", a.device, "--data", a.data, "--n-docs", str(a.n_docs), "--shots", str(a.shots),
            "--batch-size", str(a.batch_size), "--lmeval-batch-size", str(a.lmeval_batch_size)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)})
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-5000:])
@@ -198,8 +204,11 @@ def run_worker(name: str, a: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def naive_tokens(a: argparse.Namespace) -> tuple[int, int]:
-    """Tokens of the full naive prompts (every doc × label), and the unique tokens (prefix once + each query)."""
+def naive_tokens(a: argparse.Namespace) -> tuple[int, int, int]:
+    """Tokens of the full naive prompts (every doc × label), the unique tokens (prefix once + each query), and the
+    tokens lm-eval runs through the model: one sequence per distinct (context + continuation less its last token),
+    as its ``logits_cache`` groups one-token continuations of a context into one forward pass (lm_eval
+    ``HFLM._loglikelihood_tokens``, ``group_by="contexts"``), so each doc's prompt once for one-token labels."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -210,7 +219,9 @@ def naive_tokens(a: argparse.Namespace) -> tuple[int, int]:
     q = [len(enc(prefix[len(body):] + c)) for c in contexts]
     full = sum(p + n + len(enc(" " + lab)) for n in q for lab in LABELS)
     unique = p + sum(n + 1 for n in q)
-    return full, unique
+    groups = {tuple(enc(" " + lab))[:-1] for lab in LABELS}  # lm-eval's grouping key past the context
+    lmeval = sum(p + n + len(key) for n in q for key in groups)
+    return full, unique, lmeval
 
 
 def main() -> None:
@@ -243,9 +254,11 @@ def main() -> None:
 
         a.data = str(Path(data_dir()) / "sst2")
     systems = [s for s in a.systems.split(",") if s]
-    full, unique = naive_tokens(a)
+    full, unique, lmeval_tokens = naive_tokens(a)
+    # tokens each system runs through the model (padding aside): its scoring seconds over these is its forward rate
+    forwarded = {"lmeval": lmeval_tokens, "naive": full, "iclkit": unique}
     print(f"model={a.model} dtype={a.dtype} device={a.device} docs={a.n_docs} shots={a.shots} "
-          f"naive_tokens={full} unique_tokens={unique}", flush=True)
+          f"naive_tokens={full} unique_tokens={unique} lmeval_forwarded_tokens={lmeval_tokens}", flush=True)
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in systems:
@@ -255,18 +268,23 @@ def main() -> None:
             print(f"{name}: {res[name]['wall_s']:.1f} s end to end, {res[name]['loop_s']:.1f} s scoring", flush=True)
     ref = "lmeval" if "lmeval" in res else systems[0]
     preds = {n: [max(range(len(LABELS)), key=lambda j: s[j]) for s in r["scores"]] for n, r in res.items()}
-    print(f"\n| system | wall s (end to end) | scoring s | docs/s | effective tok/s | speedup vs {ref} (wall) "
-          f"| speedup (scoring) | mismatches vs {ref} | max |Δlogprob| |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| system | wall s (end to end) | start-up s | scoring s | docs/s | effective tok/s | tokens forwarded "
+          f"| forwarded tok/s (scoring) | speedup vs {ref} (wall) | speedup (scoring) | mismatches vs {ref} "
+          f"| max |Δlogprob| |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n, r in res.items():
         delta = max(abs(x - y) for s, t in zip(r["scores"], res[ref]["scores"]) for x, y in zip(s, t))
         mism = sum(p != q for p, q in zip(preds[n], preds[ref]))
-        print(f"| {n} | {r['wall_s']:.1f} | {r['loop_s']:.1f} | {a.n_docs / r['wall_s']:.1f} | "
-              f"{full / r['wall_s']:.0f} | {res[ref]['wall_s'] / r['wall_s']:.2f}× | "
-              f"{res[ref]['loop_s'] / r['loop_s']:.2f}× | {mism} | {delta:.2e} |")
+        r["forwarded_tokens"] = forwarded[n]
+        startup = f"{r['startup_s']:.1f}" if "startup_s" in r else "–"
+        print(f"| {n} | {r['wall_s']:.1f} | {startup} | {r['loop_s']:.1f} | {a.n_docs / r['wall_s']:.1f} | "
+              f"{full / r['wall_s']:.0f} | {forwarded[n]:,} | {forwarded[n] / r['loop_s']:.0f} | "
+              f"{res[ref]['wall_s'] / r['wall_s']:.2f}× | {res[ref]['loop_s'] / r['loop_s']:.2f}× | {mism} | "
+              f"{delta:.2e} |")
     identical = all(p == preds[ref] for p in preds.values())
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "naive_tokens": full, "unique_tokens": unique,
+                                            "lmeval_forwarded_tokens": lmeval_tokens,
                                             "results": {n: {k: v for k, v in r.items() if k != "scores"}
                                                         for n, r in res.items()},
                                             "identical_predictions": identical}, indent=1))

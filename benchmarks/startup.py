@@ -29,19 +29,20 @@ def main() -> None:
     import torch
 
     lap("import torch")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast  # noqa: F401
 
-    lap("import transformers (AutoModelForCausalLM, AutoTokenizer)")
+    lap("import transformers (AutoModelForCausalLM, PreTrainedTokenizerFast)")
     from _iclkit_core import ensure_importable
 
     ensure_importable()
+    from iclkit.lm.hf import load_tokenizer
     from iclkit.lm.spec import ModelSpec
     from iclkit.lm.weights import resolve
 
     folder = str(resolve(ModelSpec())[0])
     lap("import iclkit's LM modules, find the converted model")
-    AutoTokenizer.from_pretrained(folder)
-    lap("tokenizer")
+    load_tokenizer(folder)
+    lap("tokenizer (iclkit's load_tokenizer)")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     lap("model weights (from_pretrained)")
     ids = torch.zeros(1, 2, dtype=torch.long)

@@ -17,8 +17,10 @@ from iclkit.runner.usage import Usage
 # calibration adds requests with other prefixes (DC-PMI's premise) and shared ones (contextual's content-free
 # inputs); the task's three prompts and the unrelated-label probe add learners
 CONFIG = {"tasks": "sst2", "methods": "icl", "calibration": "none,contextual,dcpmi", "shots": "0,2", "episodes": 2,
-          "n_query": 3, "labels": "gold,unrelated", "seed": 4}
+          "n_query": 3, "labels": "gold,unrelated", "seed": 4, "episode_batch": 1}
 GENERATION = {"tasks": "past-tense", "methods": "icl", "shots": "0,2", "episodes": 2, "n_query": 3, "seed": 4}
+# the CPU default, several episodes per LM call: requests identical across a call's episodes are scored once
+SEVERAL = {k: v for k, v in CONFIG.items() if k != "episode_batch"}
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def _usage_of(manifest: dict[str, Any]) -> dict[str, Usage]:
             for r in rows}
 
 
-@pytest.mark.parametrize("given", [CONFIG, GENERATION], ids=["scoring", "generation"])
+@pytest.mark.parametrize("given", [CONFIG, SEVERAL, GENERATION], ids=["scoring", "several-per-call", "generation"])
 def test_dry_run_counts_are_the_counts_the_run_reports(given, smol, data_dir, model_is):
     model_is(smol)
     config = RunConfig.from_options(given)
@@ -64,6 +66,9 @@ def test_dry_run_counts_are_the_counts_the_run_reports(given, smol, data_dir, mo
         used = dry.usage()["sst2/icl/sentiment"]
         # per episode run: 3 queries × 2 labels, 3 content-free inputs × 2 labels per prompt prefix, 2 for DC-PMI
         assert used.requests == 2 * 4 * (3 * 2 + 3 * 2 + 2) and used.calls == 2 * 4 and used.generations == 0
+    elif given is SEVERAL:  # 4 episode runs per call; DC-PMI's premise request is the same in all of them
+        used = dry.usage()["sst2/icl/sentiment"]
+        assert used.calls == 2 and used.requests < 2 * 4 * (3 * 2 + 3 * 2 + 2)
     else:
         used = dry.usage()["past-tense/icl/past"]
         assert used.generations == 4 * 3 and used.requests == 0 and used.generation_tokens > 0
@@ -102,7 +107,7 @@ def test_the_cli_dry_run_prints_the_plan_and_writes_nothing(smol, data_dir, mode
                  "--score-cache", str(cache)]) == 0
     text = capsys.readouterr().out
     assert "nothing was scored and nothing written" in text
-    assert "| sst2 | icl | sentiment | 4 | 4 | 8 | 4 | 16 |" in text  # 4 episodes, 8 queries × 2 labels
+    assert "| sst2 | icl | sentiment | 4 | 4 | 8 | 1 | 16 |" in text  # 4 episodes in 1 call, 8 queries × 2 labels
     assert "| sst2 | knn | – | 2 | 2 | 4 | 0 | 0 |" in text
     assert "Estimated wall time (an estimate" in text and "tokens scored/s" in text
     assert "Texts to embed (smollm2-135m-instruct layer -1 mean): 8 distinct" in text

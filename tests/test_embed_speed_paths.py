@@ -27,12 +27,13 @@ def texts(data_dir) -> list[str]:
 
 @contextmanager
 def rows_per_batch(lm, rows: int) -> Iterator[None]:
-    old = lm.batch_size
-    lm.batch_size = rows
+    """Batches filled up to ``rows`` rows (not cut by a CPU pass's cost), so ``rows`` = all texts is one batch."""
+    old = lm.batch_size, lm.pass_tokens
+    lm.batch_size, lm.pass_tokens = rows, None
     try:
         yield
     finally:
-        lm.batch_size = old
+        lm.batch_size, lm.pass_tokens = old
 
 
 def reference(lm, texts: list[str], layer: int, pooling: str) -> torch.Tensor:

@@ -83,9 +83,12 @@ def test_prompt_longer_than_context_window_is_a_clear_error(smol):
     assert "context window" in e.value.message
 
 
-def test_prefix_shared_generation_equals_transformers_generate_on_real_episodes(smol):
+def test_prefix_shared_generation_equals_transformers_generate_on_real_episodes(smol, monkeypatch):
     """The default run's open-answer tasks at 0, 1 and 4 shots: decoding from each episode's cached demonstrations
-    gives the texts ``transformers``' ``generate`` gives on the full prompts, whatever the batch size."""
+    gives the texts ``transformers``' ``generate`` gives on the full prompts, whatever the batch size: one prefix
+    per batch (1 and 5 rows), or several episodes' prefixes decoding together (``decode_packed``, 16 rows), with
+    finished rows leaving the batch as they finish."""
+    import iclkit.lm.hf as hf
     from iclkit.episodes import EpisodeConfig, sample_episodes
     from iclkit.data.tasks import load_task
     from iclkit.lm.hf import HFCausalLM
@@ -103,6 +106,68 @@ def test_prefix_shared_generation_equals_transformers_generate_on_real_episodes(
     assert full.scoring_path == "full-sequence"
     want = full.generate(requests)
     assert sum(bool(t.strip()) for t in want) > len(want) // 2  # real answers, not empty strings
+    packed: list[int] = []
+
+    def counted(*args, **kwargs):
+        packed.append(len(args[5]))  # prefixes in this pack
+        return real(*args, **kwargs)
+
+    real = hf.decode_packed
+    monkeypatch.setattr(hf, "decode_packed", counted)
     for rows in (1, 5, 16):
         shared = HFCausalLM(smol.model, smol.tokenizer, batch_size=rows, info=smol.describe())
-        assert shared.generate(requests) == want
+        assert shared.generate(requests) == want, rows
+        if rows != 5:  # 5 rows hold one episode's 3 queries, not two: packs only at 16
+            assert (max(packed, default=0) > 1) == (rows == 16), (rows, packed)
+        packed.clear()
+
+
+def test_converted_default_model_is_transformers_own_load_of_the_gguf(smol):
+    """The embedded GGUF converted once (``weights.gguf_to_folder``, the file parsed once under ``parsed_once``)
+    gives exactly the weights, config and tokenizer ``transformers`` builds from the file itself."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from iclkit import resources
+    from iclkit.lm.weights import parsed_once
+
+    gguf = resources.ensure(resources.SMOLLM2_GGUF)
+    import gguf as gguf_package
+
+    before = gguf_package.GGUFReader
+    with parsed_once():
+        assert gguf_package.GGUFReader(str(gguf)) is gguf_package.GGUFReader(str(gguf))  # one parse per file
+    assert gguf_package.GGUFReader is before  # the package as it was after the block
+    own = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    ours, theirs = smol.model.state_dict(), own.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "rope_theta",
+            "rms_norm_eps", "vocab_size", "tie_word_embeddings", "max_position_embeddings", "bos_token_id",
+            "eos_token_id")
+    assert {k: getattr(smol.model.config, k, None) for k in keys} == {k: getattr(own.config, k, None) for k in keys}
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert tok.get_vocab() == smol.tokenizer.get_vocab()
+    text = "Review: a masterpiece four years in the making .\nSentiment: positive\n\nÜber café 東京 123"
+    assert tok(text)["input_ids"] == smol.tokenizer(text)["input_ids"]
+
+
+def test_generic_tokenizer_loaded_directly_is_the_one_autotokenizer_builds(smol):
+    """``load_tokenizer`` skips ``AutoTokenizer``'s class lookup only for the generic fast class, and builds the
+    same tokenizer: class, vocabulary, special tokens, chat template and ids."""
+    from transformers import AutoTokenizer
+
+    from iclkit.lm.hf import load_tokenizer
+
+    folder = smol.describe()["folder"]
+    direct, auto = load_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+    assert type(direct) is type(auto)
+    assert direct.get_vocab() == auto.get_vocab()
+    assert (direct.pad_token_id, direct.eos_token_id, direct.bos_token_id, direct.unk_token_id) == \
+           (auto.pad_token_id, auto.eos_token_id, auto.bos_token_id, auto.unk_token_id)
+    assert direct.chat_template == auto.chat_template and direct.chat_template
+    text = "<|im_start|>user\nCountry: Peru\nCapital:<|im_end|> Über café 東京 123\n\n"
+    assert direct(text)["input_ids"] == auto(text)["input_ids"]
+    assert direct("", add_special_tokens=True)["input_ids"] == auto("", add_special_tokens=True)["input_ids"]
+    messages = [{"role": "user", "content": "Country: Peru\nCapital:"}]
+    assert direct.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+           auto.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -123,6 +123,33 @@ def test_batches_are_length_bucketed_and_bounded():
     assert batches([5, 5, 5, 5, 50], max_rows=8, max_tokens=99) == [[4], [0, 1, 2, 3]]
 
 
+def test_batches_cut_by_pass_cost_run_the_fewest_tokens_plus_passes():
+    """With a per-pass cost, the cut of the sorted rows is the cheapest one (checked against every contiguous cut of
+    random rows), within the row and token bounds; short rows leave long ones' batches only when that pays."""
+    import itertools
+
+    assert batches([10, 10, 2, 2], max_rows=4, max_tokens=1000, overhead=3) == [[0, 1], [2, 3]]  # 24 + 6 < 40 + 3
+    assert batches([10, 10, 2, 2], max_rows=4, max_tokens=1000, overhead=100) == [[0, 1, 2, 3]]
+
+    def cost(cut, widths):
+        return sum(len(b) * widths[b[0]] + over for b in cut)
+
+    rng = random.Random(3)
+    for _ in range(200):
+        n, rows, over = rng.randint(1, 8), rng.randint(1, 5), rng.choice([0, 5, 64])
+        lengths = [rng.randint(1, 60) for _ in range(n)]
+        budget = rng.choice([1000, 120])
+        got = batches(lengths, max_rows=rows, max_tokens=budget, overhead=over)
+        order = sorted(range(n), key=lambda i: (-lengths[i], i))
+        assert [i for b in got for i in b] == order  # every row once, longest first
+        ok = lambda b: len(b) <= rows and (len(b) == 1 or len(b) * lengths[b[0]] <= budget)  # noqa: E731
+        assert all(ok(b) for b in got)
+        every = ([order[a:z] for a, z in zip((0, *cuts), (*cuts, n))]
+                 for k in range(n) for cuts in itertools.combinations(range(1, n), k))
+        best = min(cost(c, lengths) for c in every if all(ok(b) for b in c))
+        assert cost(got, lengths) == best
+
+
 @pytest.fixture(scope="module")
 def several_episodes(data_dir):
     """Three episodes' requests in one call: different demonstrations (prefix lengths 1, 2 and 4 shots), queries of

@@ -110,10 +110,14 @@ class ICL:
             for r in sc.requests if sc is not None else ():
                 unique.setdefault(r, len(unique))
         results = self.lm.loglikelihood(list(unique)) if unique else []
+        # Open-answer episodes: every episode's generation requests in one call as well (decoded together)
+        generations = [a.generation(q) if sc is None else ([], []) for (a, q), sc in zip(adapted, scorings)]
+        flat = [r for reqs, _ in generations for r in reqs]
+        texts = iter(self.lm.generate(flat) if flat else [])
         out = []
-        for (a, q), sc in zip(adapted, scorings):
+        for (a, q), sc, (reqs, golds) in zip(adapted, scorings, generations):
             if sc is None:
-                out.append({self.name: a.generate(q)})
+                out.append({self.name: a.answers(q, golds, [next(texts) for _ in reqs])})
             else:
                 out.append(a.finish(sc, [results[unique[r]] for r in sc.requests]))
         return out
@@ -123,9 +127,11 @@ class ICL:
         return [next(iter(o.values())) for o in self.predict_outputs(episodes)]
 
     def episodes_per_call(self) -> int:
-        """How many episodes the runner hands to ``predict_outputs`` at once: on a GPU enough to fill its batches;
-        on a CPU one (an episode's queries already fill a CPU batch)."""
-        return self.episode_batch or (16 if self.lm.device.startswith("cuda") else 1)
+        """How many episodes the runner hands to ``predict_outputs`` at once: on a GPU 16, enough to fill its
+        batches; on a CPU 4: an episode's scoring rows already fill a CPU batch (and are scored alone), but a decoding
+        step costs about the same for 16 rows as for 64 (it reads every weight), so open-answer episodes decode
+        together. Predictions do not depend on it (tests)."""
+        return self.episode_batch or (16 if self.lm.device.startswith("cuda") else 4)
 
 
 def premise_prompt(prompt: PromptTemplate) -> PromptTemplate:
@@ -261,14 +267,23 @@ class ICLAdapted:
 
     def generate(self, queries: Sequence[Example]) -> list[Prediction]:
         """Greedy answers for an open-answer episode."""
+        requests, golds = self.generation(queries)
+        return self.answers(queries, golds, self.learner.lm.generate(requests))
+
+    def generation(self, queries: Sequence[Example]) -> tuple[list[GenerationRequest], list[str]]:
+        """One greedy-decoding request per query (its prompt after its demonstrations, up to the prompt's stop), and
+        each query's gold answer as the prompt renders it."""
         rendered = [self._render(d, q) for d, q in zip(self.demos_for(queries), queries)]
         stop = self.learner.prompt.stop
-        reqs = [GenerationRequest(r.prefix, r.context, self.learner.max_new_tokens, stop) for r in rendered]
-        texts = self.learner.lm.generate(reqs)
+        return ([GenerationRequest(r.prefix, r.context, self.learner.max_new_tokens, stop) for r in rendered],
+                [r.target.strip() for r in rendered])
+
+    @staticmethod
+    def answers(queries: Sequence[Example], golds: Sequence[str], texts: Sequence[str]) -> list[Prediction]:
+        """Predictions from the generated ``texts``: correct when the stripped text equals the gold, ignoring case."""
         out = []
-        for q, r, text in zip(queries, rendered, texts):
+        for q, gold, text in zip(queries, golds, texts):
             answer = text.strip()
-            gold = r.target.strip()
             out.append(Prediction(query_id=q.id, gold=gold, predicted=answer,
                                   correct=answer.casefold() == gold.casefold(), extra={"generation": text}))
         return out

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import warnings
-from typing import Any, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 
 from iclkit.errors import IclkitError
 from iclkit.lm.backoff import run_batched
 from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling, lead_for
-from iclkit.lm.greedy import Prompt, decode_group, groups as greedy_groups
+from iclkit.lm.greedy import Prompt, decode_group, decode_packed, groups as greedy_groups
 from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.joined import JoinedTokenization
 from iclkit.lm.kvcache import expanded, gathered, left_pad, shareable
@@ -24,6 +26,14 @@ from iclkit.lm.weights import resolve, weights_hash
 
 # Rows per batch when batch_size=0 (automatic); on CUDA a call halves it on each out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}
+# Rows per decoding step when the batch size is automatic. A step (one new token per row) reads every weight of the
+# model whatever its row count, so on a CPU 64 rows cost little more than 16 (SmolLM2-135M, 2 cores: a 16-row step
+# runs its matrix products at ~30 GFLOP/s, far below the ~130 of a scoring batch).
+AUTO_DECODE_ROWS = {"cpu": 64, "cuda": 512}
+# What a forward pass costs on a CPU beyond its tokens, in tokens: it streams every weight once (SmolLM2-135M, 2 cores:
+# ~0.1 s a pass, the work of ~60 tokens in a full batch). Batches are cut to run the fewest padded tokens plus this
+# per pass (``prefix.batches``); on a GPU, where wide batches cost little more than narrow ones, batches are filled.
+CPU_PASS_TOKENS = 64
 TOKENS_PER_ROW = 1024  # padded-token budget per row: long prompts get fewer rows per batch
 
 
@@ -55,8 +65,10 @@ class HFCausalLM(JoinedTokenization):
         self._keeps_logits = "logits_to_keep" in params
         # transformers renames ``past_key_values`` to ``cache`` (deprecated from 5.24, removed in 5.40).
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS[
-            "cuda" if model.device.type == "cuda" else "cpu"]
+        kind = "cuda" if model.device.type == "cuda" else "cpu"
+        self.batch_size = batch_size if batch_size > 0 else AUTO_ROWS[kind]
+        self.decode_rows = batch_size if batch_size > 0 else AUTO_DECODE_ROWS[kind]
+        self.pass_tokens = CPU_PASS_TOKENS if kind == "cpu" else None
         self.scoring_path, self._path_reason = self._choose_path()
 
     @torch.inference_mode()
@@ -125,7 +137,7 @@ class HFCausalLM(JoinedTokenization):
             for row, i in enumerate(batch):
                 out[i] = vecs[row]
 
-        run_batched(run, range(len(seqs)), [len(s) for s in seqs], self.batch_size, TOKENS_PER_ROW)
+        run_batched(run, range(len(seqs)), [len(s) for s in seqs], self.batch_size, TOKENS_PER_ROW, self.pass_tokens)
         return torch.stack(out) if out else torch.zeros(0, int(self.model.config.hidden_size))
 
     def _check_length(self, n: int) -> None:
@@ -135,6 +147,7 @@ class HFCausalLM(JoinedTokenization):
                 field="shots", hint="use fewer shots, shorter demonstrations, or a model with a longer context")
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Filled length-bucketed batches (for ``generate``, whose batches run one pass per new token)."""
         return batches(lengths, self.batch_size, self.batch_size * TOKENS_PER_ROW)
 
     def _left_pad(self, seqs: Sequence[Sequence[int]], offset: int = 0
@@ -178,25 +191,14 @@ class HFCausalLM(JoinedTokenization):
 
     def _retrying(self, run: Any, units: Sequence[Any], lengths: Sequence[int]) -> None:
         """``run`` over length-bucketed batches of ``batch_size`` rows, halved within this call on CUDA OOM."""
-        run_batched(run, units, lengths, self.batch_size, TOKENS_PER_ROW)
+        run_batched(run, units, lengths, self.batch_size, TOKENS_PER_ROW, self.pass_tokens)
 
     # -- prefix-shared path ------------------------------------------------------------------------------------------
 
     def _packs(self, groups: Sequence[PrefixGroup]) -> list[list[PrefixGroup]]:
         """Groups to score together: prefixes with fewer rows than a batch (e.g. the episodes of one runner call on
         a GPU) are packed, similar prefix lengths together, until their rows fill a batch; others go alone."""
-        packable = lambda g: bool(g.shared) and len(g.rows) < self.batch_size  # noqa: E731
-        small = sorted(filter(packable, groups), key=lambda g: -len(g.shared))
-        packs = [[g] for g in groups if not packable(g)]
-        current: list[PrefixGroup] = []
-        for g in small:
-            if current and sum(len(x.rows) for x in current) + len(g.rows) > self.batch_size:
-                packs.append(current)
-                current = []
-            current.append(g)
-        if current:
-            packs.append(current)
-        return packs
+        return _fill(groups, self.batch_size, lambda g: len(g.shared), lambda g: len(g.rows))
 
     def _score_pack(self, pack: Sequence[PrefixGroup], results: list[Loglikelihood | None]) -> bool:
         """Several groups at once: their prefixes in one left-padded forward, then every row continues from its
@@ -295,22 +297,33 @@ class HFCausalLM(JoinedTokenization):
 
     def _generate_shared(self, requests: Sequence[GenerationRequest],
                          parts: Sequence[tuple[list[int], list[int]]]) -> list[str] | None:
-        """Texts from ``greedy.decode_group`` per shared prefix, in batches of ``batch_size`` rows of similar length;
-        None if the model's cache cannot be shared after all."""
+        """Texts from ``greedy.decode_group`` per shared prefix, in batches of up to ``decode_rows`` rows of similar
+        length; prefixes with fewer rows than that (the episodes of one call) decode together
+        (``greedy.decode_packed``); None if the model's cache cannot be shared after all."""
         prompts = [Prompt(tuple(p), tuple(c), r.max_new_tokens, tuple(r.stop)) for r, (p, c) in zip(requests, parts)]
         eos = self.model.generation_config.eos_token_id
         eos_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
         decode = lambda prompt, new: _new_text(self.tokenizer, prompt, new)  # noqa: E731
         texts: list[str] = [""] * len(prompts)
+        rows = self.decode_rows
+        units: list[tuple[tuple[int, ...], list[int]]] = []
         for shared, members in greedy_groups(prompts):
-            for batch in self._batches([len(prompts[i].prefix) + len(prompts[i].context) for i in members]):
-                chunk = [members[j] for j in batch]
-                got = decode_group(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids, shared,
+            lengths = [len(prompts[i].prefix) + len(prompts[i].context) for i in members]
+            # filled, not cut by pass cost: each decoding batch runs one pass per new token
+            units += [(shared, [members[j] for j in b]) for b in batches(lengths, rows, rows * TOKENS_PER_ROW)]
+        for pack in _fill(units, rows, lambda u: len(u[0]), lambda u: len(u[1])):
+            chunk = [i for _, members in pack for i in members]
+            if len(pack) == 1:
+                got = decode_group(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids, pack[0][0],
                                    [prompts[i] for i in chunk], decode)
-                if got is None:
-                    return None
-                for i, text in zip(chunk, got):
-                    texts[i] = text
+            else:
+                owner = [g for g, (_, members) in enumerate(pack) for _ in members]
+                got = decode_packed(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids,
+                                    [shared for shared, _ in pack], owner, [prompts[i] for i in chunk], decode)
+            if got is None:
+                return None
+            for i, text in zip(chunk, got):
+                texts[i] = text
         return texts
 
     def _step(self, **kwargs: Any) -> Any:
@@ -336,6 +349,26 @@ class HFCausalLM(JoinedTokenization):
                 new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens].tolist()
                 results[i] = _new_text(self.tokenizer, prompts[i], new)
         return results
+
+
+Unit = TypeVar("Unit")
+
+
+def _fill(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n_rows: Callable[[Unit], int]
+          ) -> list[list[Unit]]:
+    """Units (a prefix and its rows) to run together: those with a non-empty prefix and fewer than ``rows`` rows are
+    packed, longest prefix first, until their rows would pass ``rows``; the others go alone, first."""
+    packable = [u for u in units if prefix_len(u) and n_rows(u) < rows]
+    out = [[u] for u in units if not (prefix_len(u) and n_rows(u) < rows)]
+    current: list[Unit] = []
+    for u in sorted(packable, key=lambda u: -prefix_len(u)):
+        if current and sum(map(n_rows, current)) + n_rows(u) > rows:
+            out.append(current)
+            current = []
+        current.append(u)
+    if current:
+        out.append(current)
+    return out
 
 
 def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]]) -> list[Loglikelihood]:
@@ -396,6 +429,26 @@ def quiet_transformers() -> Iterator[None]:
                 hub_utils.enable_progress_bars()
 
 
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(folder: Any, *, trust_remote_code: bool = False) -> Any:
+    """The folder's tokenizer. One whose ``tokenizer_config.json`` names the generic fast class (as iclkit's converted
+    GGUF folders do) is built by that class directly: the same tokenizer ``AutoTokenizer`` builds (a test compares
+    them), without its class lookup (~0.9 of 1.2 CPU s at start-up on this project's CPU). Any other goes through
+    ``AutoTokenizer``, which knows model-specific classes."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = Path(folder) / "tokenizer_config.json"
+    try:
+        named = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError):
+        named = None
+    if named in GENERIC_TOKENIZERS and (Path(folder) / "tokenizer.json").is_file() and not trust_remote_code:
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
 def _torch_dtype(spec: ModelSpec, device: str) -> Any:
     if spec.dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -406,7 +459,7 @@ def _torch_dtype(spec: ModelSpec, device: str) -> Any:
 def load(spec: ModelSpec) -> HFCausalLM:
     """Load ``spec`` with ``transformers.AutoModelForCausalLM`` (bitsandbytes for 8bit/4bit) as an HFCausalLM."""
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _torch_dtype(spec, device)
@@ -420,7 +473,7 @@ def load(spec: ModelSpec) -> HFCausalLM:
                 bnb_4bit_compute_dtype=dtype)
             kwargs["device_map"] = {"": device}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
+            tokenizer = load_tokenizer(folder, trust_remote_code=spec.trust_remote_code)
             try:
                 model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             except ValueError:  # an architecture without SDPA support: its default attention

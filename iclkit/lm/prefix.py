@@ -69,9 +69,16 @@ def plan(items: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]]) ->
     return groups
 
 
-def batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
-    """Length-bucketed batches: longest first, each at most ``max_rows`` rows and ``max_tokens`` padded tokens."""
+def batches(lengths: Sequence[int], max_rows: int, max_tokens: int, overhead: int | None = None) -> list[list[int]]:
+    """Length-bucketed batches: longest first, each at most ``max_rows`` rows and ``max_tokens`` padded tokens.
+
+    ``overhead=None``: each batch filled in turn. ``overhead=F``: the cut of the length-sorted rows into batches that
+    runs the fewest padded tokens plus ``F`` per batch (dynamic programming), for a device where a forward pass costs
+    about ``F`` tokens' work on top of its tokens (a CPU reading every weight once per pass); there a batch of
+    16 rows of 17 to 61 tokens wastes a third of its work on padding, and cutting it in two costs less than that."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if overhead is not None:
+        return _cheapest_cut([lengths[i] for i in order], order, max_rows, max_tokens, overhead)
     out: list[list[int]] = []
     for i in order:
         # Rows come longest first, so a batch's padded width is the length of its first row.
@@ -80,3 +87,27 @@ def batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list
         else:
             out.append([i])
     return out
+
+
+def _cheapest_cut(widths: Sequence[int], order: Sequence[int], max_rows: int, max_tokens: int,
+                  overhead: int) -> list[list[int]]:
+    """``widths`` sorted longest first; ``cost[i]``: the least cost of batching the first ``i`` rows, the last batch
+    being rows ``j..i-1`` (padded to ``widths[j]``). Ties go to the larger last batch, so the cut is deterministic."""
+    n = len(widths)
+    cost = [0] + [0] * n
+    start = [0] * (n + 1)
+    for i in range(1, n + 1):
+        best = None
+        for j in range(max(0, i - max_rows), i):
+            if (i - j) * widths[j] > max_tokens and i - j > 1:
+                continue
+            c = cost[j] + (i - j) * widths[j] + overhead
+            if best is None or c < best:
+                best, start[i] = c, j
+        cost[i] = best if best is not None else 0
+    out: list[list[int]] = []
+    i = n
+    while i > 0:
+        out.append(list(order[start[i]:i]))
+        i = start[i]
+    return out[::-1]

@@ -67,6 +67,8 @@ def with_batch_size(plan: RunPlan, loaded: ModelHandle, batch_size: int) -> RunP
     handle = ModelHandle(replace(plan.config.model, batch_size=batch_size))
     handle.backend = handle.lm = copy.copy(loaded.backend)
     handle.backend.batch_size = batch_size
+    if hasattr(handle.backend, "decode_rows"):  # the hf backend's rows per decoding step, set with its batch size
+        handle.backend.decode_rows = batch_size
     return replace(plan, model=handle)
 
 
