@@ -148,7 +148,9 @@ def test_uniform_content_free_prior_leaves_predictions_unchanged(seed: int):
         assert argmax_label(cal.contextual(q, uniform), labels) == argmax_label(q, labels)
 
 
-SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, seed=1, prompt="sentiment", progress=False)
+# one episode per LM call, so every count below is per episode (with several per call, the requests their calls
+# share, e.g. DC-PMI's premise, are scored once per call: tests/test_dry_run.py)
+SMALL = dict(shots=(0, 2), n_episodes=2, n_query=4, seed=1, prompt="sentiment", progress=False, episode_batch=1)
 
 
 @pytest.fixture(scope="module")
