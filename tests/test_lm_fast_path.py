@@ -150,6 +150,20 @@ def test_batches_cut_by_pass_cost_run_the_fewest_tokens_plus_passes():
         assert cost(got, lengths) == best
 
 
+def test_prefixes_pack_within_rows_and_tokens():
+    """Small prefix groups pack, longest prefix first, until a pack would pass the rows or the token bound; groups
+    without a prefix or already a full batch go alone."""
+    from iclkit.lm.hf import _fill
+
+    units = [(30, 4, 400), (50, 4, 400), (0, 2, 10), (40, 4, 400), (20, 8, 100), (10, 4, 400)]  # prefix, rows, tokens
+    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1])
+    assert packs == [[(0, 2, 10)], [(20, 8, 100)], [(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
+    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 1000)
+    assert packs[2:] == [[(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
+    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 700)  # two 400-token groups are too many
+    assert packs[2:] == [[(50, 4, 400)], [(40, 4, 400)], [(30, 4, 400)], [(10, 4, 400)]]
+
+
 @pytest.fixture(scope="module")
 def several_episodes(data_dir):
     """Three episodes' requests in one call: different demonstrations (prefix lengths 1, 2 and 4 shots), queries of

@@ -305,13 +305,16 @@ class HFCausalLM(JoinedTokenization):
         eos_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
         decode = lambda prompt, new: _new_text(self.tokenizer, prompt, new)  # noqa: E731
         texts: list[str] = [""] * len(prompts)
-        rows = self.decode_rows
+        # Up to decode_rows rows, but no more prompt tokens (prefix included: every row holds its prefix's keys and
+        # values once decoding starts) than a scoring batch: long prompts decode in fewer rows.
+        rows, budget = self.decode_rows, self.batch_size * TOKENS_PER_ROW
+        width = lambda i: len(prompts[i].prefix) + len(prompts[i].context)  # noqa: E731
         units: list[tuple[tuple[int, ...], list[int]]] = []
         for shared, members in greedy_groups(prompts):
-            lengths = [len(prompts[i].prefix) + len(prompts[i].context) for i in members]
             # filled, not cut by pass cost: each decoding batch runs one pass per new token
-            units += [(shared, [members[j] for j in b]) for b in batches(lengths, rows, rows * TOKENS_PER_ROW)]
-        for pack in _fill(units, rows, lambda u: len(u[0]), lambda u: len(u[1])):
+            units += [(shared, [members[j] for j in b]) for b in batches([width(i) for i in members], rows, budget)]
+        tokens = lambda u: len(u[1]) * max(map(width, u[1]))  # noqa: E731
+        for pack in _fill(units, rows, lambda u: len(u[0]), lambda u: len(u[1]), tokens, budget):
             chunk = [i for _, members in pack for i in members]
             if len(pack) == 1:
                 got = decode_group(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids, pack[0][0],
@@ -354,15 +357,18 @@ class HFCausalLM(JoinedTokenization):
 Unit = TypeVar("Unit")
 
 
-def _fill(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n_rows: Callable[[Unit], int]
-          ) -> list[list[Unit]]:
+def _fill(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n_rows: Callable[[Unit], int],
+          tokens: Callable[[Unit], int] | None = None, max_tokens: int = 0) -> list[list[Unit]]:
     """Units (a prefix and its rows) to run together: those with a non-empty prefix and fewer than ``rows`` rows are
-    packed, longest prefix first, until their rows would pass ``rows``; the others go alone, first."""
+    packed, longest prefix first, until their rows would pass ``rows`` (or their ``tokens`` ``max_tokens``); the
+    others go alone, first."""
     packable = [u for u in units if prefix_len(u) and n_rows(u) < rows]
     out = [[u] for u in units if not (prefix_len(u) and n_rows(u) < rows)]
     current: list[Unit] = []
     for u in sorted(packable, key=lambda u: -prefix_len(u)):
-        if current and sum(map(n_rows, current)) + n_rows(u) > rows:
+        full = sum(map(n_rows, current)) + n_rows(u) > rows or \
+            (tokens is not None and sum(map(tokens, current)) + tokens(u) > max_tokens)
+        if current and full:
             out.append(current)
             current = []
         current.append(u)
