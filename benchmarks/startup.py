@@ -35,7 +35,7 @@ def main() -> None:
     from _iclkit_core import ensure_importable
 
     ensure_importable()
-    from iclkit.lm.hf import load_tokenizer
+    from iclkit.lm.weights import load_tokenizer
     from iclkit.lm.spec import ModelSpec
     from iclkit.lm.weights import resolve
 

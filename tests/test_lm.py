@@ -156,7 +156,7 @@ def test_generic_tokenizer_loaded_directly_is_the_one_autotokenizer_builds(smol)
     same tokenizer: class, vocabulary, special tokens, chat template and ids."""
     from transformers import AutoTokenizer
 
-    from iclkit.lm.hf import load_tokenizer
+    from iclkit.lm.weights import load_tokenizer
 
     folder = smol.describe()["folder"]
     direct, auto = load_tokenizer(folder), AutoTokenizer.from_pretrained(folder)

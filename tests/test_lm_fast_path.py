@@ -11,7 +11,7 @@ import torch
 
 from iclkit.lm.base import LoglikelihoodRequest
 from iclkit.lm.hf import HFCausalLM
-from iclkit.lm.prefix import batches, plan
+from iclkit.lm.prefix import batches, packs, plan
 from iclkit.prompts import load_prompt
 from iclkit.types import Example
 
@@ -153,15 +153,13 @@ def test_batches_cut_by_pass_cost_run_the_fewest_tokens_plus_passes():
 def test_prefixes_pack_within_rows_and_tokens():
     """Small prefix groups pack, longest prefix first, until a pack would pass the rows or the token bound; groups
     without a prefix or already a full batch go alone."""
-    from iclkit.lm.hf import _fill
-
     units = [(30, 4, 400), (50, 4, 400), (0, 2, 10), (40, 4, 400), (20, 8, 100), (10, 4, 400)]  # prefix, rows, tokens
-    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1])
-    assert packs == [[(0, 2, 10)], [(20, 8, 100)], [(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
-    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 1000)
-    assert packs[2:] == [[(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
-    packs = _fill(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 700)  # two 400-token groups are too many
-    assert packs[2:] == [[(50, 4, 400)], [(40, 4, 400)], [(30, 4, 400)], [(10, 4, 400)]]
+    got = packs(units, 8, lambda u: u[0], lambda u: u[1])
+    assert got == [[(0, 2, 10)], [(20, 8, 100)], [(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
+    got = packs(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 1000)
+    assert got[2:] == [[(50, 4, 400), (40, 4, 400)], [(30, 4, 400), (10, 4, 400)]]
+    got = packs(units, 8, lambda u: u[0], lambda u: u[1], lambda u: u[2], 700)  # two 400-token groups are too many
+    assert got[2:] == [[(50, 4, 400)], [(40, 4, 400)], [(30, 4, 400)], [(10, 4, 400)]]
 
 
 @pytest.fixture(scope="module")

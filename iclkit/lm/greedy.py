@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from iclkit.lm.kvcache import expanded, gathered, left_pad, shareable
+from iclkit.lm.kvcache import after_prefixes, expanded, gathered, left_pad, shareable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ def groups(prompts: Sequence[Prompt]) -> list[tuple[tuple[int, ...], list[int]]]
     for i, p in enumerate(prompts):
         out.setdefault(p.prefix[:-1], []).append(i)
     return list(out.items())
+
+
+def new_text(tokenizer: Any, prompt: list[int], new: list[int]) -> str:
+    """The text ``new`` adds after ``prompt``: decoded together, less the prompt's text. Decoding the new ids alone
+    would read them as a text's start, where a SentencePiece decoder drops the leading space."""
+    head = tokenizer.decode(prompt, skip_special_tokens=True)
+    text = tokenizer.decode(prompt + new, skip_special_tokens=True)
+    return text[len(head):] if text.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)
 
 
 @torch.inference_mode()
@@ -79,8 +87,7 @@ def decode_packed(step: Step, device: Any, cache_arg: str, pad_id: int, eos: fro
     index = torch.tensor(list(owner), device=device)
     rows = [list(p.prefix[len(shared[g]):]) + list(p.context) for p, g in zip(prompts, owner)]
     ids, rmask, _ = left_pad(rows, pad_id, device)
-    positions = pmask.sum(-1)[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
-    mask = torch.cat([pmask[index], rmask], 1)
+    mask, positions = after_prefixes(pmask, index, rmask)
     return _steps(step, cache_arg, eos, prompts, rows, ids, mask, positions, gathered(cache, index), decode)
 
 

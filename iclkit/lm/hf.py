@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
 from iclkit.errors import IclkitError
 from iclkit.lm.backoff import run_batched
 from iclkit.lm.base import GenerationRequest, Loglikelihood, LoglikelihoodRequest, Pooling, lead_for
-from iclkit.lm.greedy import Prompt, decode_group, decode_packed, groups as greedy_groups
+from iclkit.lm.greedy import Prompt, decode_group, decode_packed, groups as greedy_groups, new_text
 from iclkit.lm.hidden import pooled_batch
 from iclkit.lm.joined import JoinedTokenization
-from iclkit.lm.kvcache import expanded, gathered, left_pad, shareable
-from iclkit.lm.prefix import PrefixGroup, Row, batches, plan
+from iclkit.lm.kvcache import after_prefixes, expanded, gathered, left_pad, shareable
+from iclkit.lm.prefix import PrefixGroup, Row, batches, packs, plan
 from iclkit.lm.registry import register_backend
 from iclkit.lm.spec import ModelSpec
-from iclkit.lm.weights import resolve, weights_hash
+from iclkit.lm.weights import load_tokenizer, resolve, weights_hash
 
 # Rows per batch when batch_size=0 (automatic); on CUDA a call halves it on each out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}
@@ -198,7 +196,7 @@ class HFCausalLM(JoinedTokenization):
     def _packs(self, groups: Sequence[PrefixGroup]) -> list[list[PrefixGroup]]:
         """Groups to score together: prefixes with fewer rows than a batch (e.g. the episodes of one runner call on
         a GPU) are packed, similar prefix lengths together, until their rows fill a batch; others go alone."""
-        return _fill(groups, self.batch_size, lambda g: len(g.shared), lambda g: len(g.rows))
+        return packs(groups, self.batch_size, lambda g: len(g.shared), lambda g: len(g.rows))
 
     def _score_pack(self, pack: Sequence[PrefixGroup], results: list[Loglikelihood | None]) -> bool:
         """Several groups at once: their prefixes in one left-padded forward, then every row continues from its
@@ -210,7 +208,6 @@ class HFCausalLM(JoinedTokenization):
         cache = getattr(out, self._cache_arg, None)
         if not shareable(cache):
             return False
-        lengths = pmask.sum(-1)
         units = [(gi, row) for gi, g in enumerate(pack) for row in g.rows]
         width = ids.shape[1]
 
@@ -218,10 +215,10 @@ class HFCausalLM(JoinedTokenization):
             rows = [row for _, row in batch]
             index = torch.tensor([gi for gi, _ in batch], device=self.model.device)
             rids, rmask, _ = self._left_pad([r.tokens for r in rows])
-            positions = lengths[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
+            mask, positions = after_prefixes(pmask, index, rmask)
             keep = max(r.keep for r in rows)
-            logits = self._forward(keep, input_ids=rids, attention_mask=torch.cat([pmask[index], rmask], 1),
-                                   position_ids=positions, use_cache=True, **{self._cache_arg: gathered(cache, index)})
+            logits = self._forward(keep, input_ids=rids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                   **{self._cache_arg: gathered(cache, index)})
             picks = [(b, keep - len(row.tokens) + t.start, t.tokens) for b, row in enumerate(rows) for t in row.targets]
             for t, res in zip([t for row in rows for t in row.targets], _read(logits, picks)):
                 results[t.request] = res
@@ -303,7 +300,7 @@ class HFCausalLM(JoinedTokenization):
         prompts = [Prompt(tuple(p), tuple(c), r.max_new_tokens, tuple(r.stop)) for r, (p, c) in zip(requests, parts)]
         eos = self.model.generation_config.eos_token_id
         eos_ids = frozenset([eos] if isinstance(eos, int) else eos or [])
-        decode = lambda prompt, new: _new_text(self.tokenizer, prompt, new)  # noqa: E731
+        decode = lambda prompt, new: new_text(self.tokenizer, prompt, new)  # noqa: E731
         texts: list[str] = [""] * len(prompts)
         # Up to decode_rows rows, but no more prompt tokens (prefix included: every row holds its prefix's keys and
         # values once decoding starts) than a scoring batch: long prompts decode in fewer rows.
@@ -314,7 +311,7 @@ class HFCausalLM(JoinedTokenization):
             # filled, not cut by pass cost: each decoding batch runs one pass per new token
             units += [(shared, [members[j] for j in b]) for b in batches([width(i) for i in members], rows, budget)]
         tokens = lambda u: len(u[1]) * max(map(width, u[1]))  # noqa: E731
-        for pack in _fill(units, rows, lambda u: len(u[0]), lambda u: len(u[1]), tokens, budget):
+        for pack in packs(units, rows, lambda u: len(u[0]), lambda u: len(u[1]), tokens, budget):
             chunk = [i for _, members in pack for i in members]
             if len(pack) == 1:
                 got = decode_group(self._step, self.model.device, self._cache_arg, self.pad_id, eos_ids, pack[0][0],
@@ -350,31 +347,8 @@ class HFCausalLM(JoinedTokenization):
                                           do_sample=False, pad_token_id=self.pad_id, num_beams=1, **extra)
             for row, i in enumerate(batch):
                 new = out[row, ids.shape[1]:ids.shape[1] + requests[i].max_new_tokens].tolist()
-                results[i] = _new_text(self.tokenizer, prompts[i], new)
+                results[i] = new_text(self.tokenizer, prompts[i], new)
         return results
-
-
-Unit = TypeVar("Unit")
-
-
-def _fill(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n_rows: Callable[[Unit], int],
-          tokens: Callable[[Unit], int] | None = None, max_tokens: int = 0) -> list[list[Unit]]:
-    """Units (a prefix and its rows) to run together: those with a non-empty prefix and fewer than ``rows`` rows are
-    packed, longest prefix first, until their rows would pass ``rows`` (or their ``tokens`` ``max_tokens``); the
-    others go alone, first."""
-    packable = [u for u in units if prefix_len(u) and n_rows(u) < rows]
-    out = [[u] for u in units if not (prefix_len(u) and n_rows(u) < rows)]
-    current: list[Unit] = []
-    for u in sorted(packable, key=lambda u: -prefix_len(u)):
-        full = sum(map(n_rows, current)) + n_rows(u) > rows or \
-            (tokens is not None and sum(map(tokens, current)) + tokens(u) > max_tokens)
-        if current and full:
-            out.append(current)
-            current = []
-        current.append(u)
-    if current:
-        out.append(current)
-    return out
 
 
 def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]]) -> list[Loglikelihood]:
@@ -394,14 +368,6 @@ def _read(logits: torch.Tensor, picks: Sequence[tuple[int, int, Sequence[int]]])
         out.append(Loglikelihood(float(sum(lp_list[at:at + n])), n, all(hit_list[at:at + n])))
         at += n
     return out
-
-
-def _new_text(tokenizer: Any, prompt: list[int], new: list[int]) -> str:
-    """The text ``new`` adds after ``prompt``: decoded together, less the prompt's text. Decoding the new ids alone
-    would read them as a text's start, where a SentencePiece decoder drops the leading space."""
-    head = tokenizer.decode(prompt, skip_special_tokens=True)
-    text = tokenizer.decode(prompt + new, skip_special_tokens=True)
-    return text[len(head):] if text.startswith(head) else tokenizer.decode(new, skip_special_tokens=True)
 
 
 @contextlib.contextmanager
@@ -433,26 +399,6 @@ def quiet_transformers() -> Iterator[None]:
                 hub_utils.disable_progress_bars()
             elif not bars:
                 hub_utils.enable_progress_bars()
-
-
-GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
-
-
-def load_tokenizer(folder: Any, *, trust_remote_code: bool = False) -> Any:
-    """The folder's tokenizer. One whose ``tokenizer_config.json`` names the generic fast class (as iclkit's converted
-    GGUF folders do) is built by that class directly: the same tokenizer ``AutoTokenizer`` builds (a test compares
-    them), without its class lookup (~0.9 of 1.2 CPU s at start-up on this project's CPU). Any other goes through
-    ``AutoTokenizer``, which knows model-specific classes."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    config = Path(folder) / "tokenizer_config.json"
-    try:
-        named = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
-    except (OSError, ValueError):
-        named = None
-    if named in GENERIC_TOKENIZERS and (Path(folder) / "tokenizer.json").is_file() and not trust_remote_code:
-        return PreTrainedTokenizerFast.from_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
 def _torch_dtype(spec: ModelSpec, device: str) -> Any:

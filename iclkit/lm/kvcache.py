@@ -59,3 +59,10 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: Any, offset: in
         mask[row, offset + width - len(s):] = 1
     positions = (mask[:, offset:].cumsum(-1) - 1).clamp(min=0) + offset
     return ids.to(device), mask.to(device), positions.to(device)
+
+
+def after_prefixes(pmask: torch.Tensor, index: torch.Tensor, rmask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention mask and position ids of left-padded rows (mask ``rmask``), row b continuing row ``index[b]`` of a
+    left-padded batch of prefixes (mask ``pmask``): its prefix's mask then its own, positions after its prefix."""
+    positions = pmask.sum(-1)[index][:, None] + (rmask.cumsum(-1) - 1).clamp(min=0)
+    return torch.cat([pmask[index], rmask], 1), positions

@@ -10,7 +10,7 @@ from that row, so all one-token labels of a query cost one row and one logit pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,26 @@ def _cheapest_cut(widths: Sequence[int], order: Sequence[int], max_rows: int, ma
         out.append(list(order[start[i]:i]))
         i = start[i]
     return out[::-1]
+
+
+Unit = TypeVar("Unit")
+
+
+def packs(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n_rows: Callable[[Unit], int],
+          tokens: Callable[[Unit], int] | None = None, max_tokens: int = 0) -> list[list[Unit]]:
+    """Units (a prefix and its rows) to run together: those with a non-empty prefix and fewer than ``rows`` rows are
+    packed, longest prefix first, until their rows would pass ``rows`` (or their ``tokens`` ``max_tokens``); the
+    others go alone, first."""
+    packable = [u for u in units if prefix_len(u) and n_rows(u) < rows]
+    out = [[u] for u in units if not (prefix_len(u) and n_rows(u) < rows)]
+    current: list[Unit] = []
+    for u in sorted(packable, key=lambda u: -prefix_len(u)):
+        full = sum(map(n_rows, current)) + n_rows(u) > rows or \
+            (tokens is not None and sum(map(tokens, current)) + tokens(u) > max_tokens)
+        if current and full:
+            out.append(current)
+            current = []
+        current.append(u)
+    if current:
+        out.append(current)
+    return out
