@@ -129,8 +129,8 @@ class ICL:
     def episodes_per_call(self) -> int:
         """How many episodes the runner hands to ``predict_outputs`` at once: on a GPU 16, enough to fill its
         batches; on a CPU 4: an episode's scoring rows already fill a CPU batch (and are scored alone), but a decoding
-        step costs about the same for 16 rows as for 64 (it reads every weight), so open-answer episodes decode
-        together. Predictions do not depend on it (tests)."""
+        step of 64 rows costs about twice one of 16, not four times (it reads every weight), so open-answer episodes
+        decode together. Predictions do not depend on it (tests)."""
         return self.episode_batch or (16 if self.lm.device.startswith("cuda") else 4)
 
 

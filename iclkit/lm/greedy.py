@@ -76,8 +76,8 @@ def decode_packed(step: Step, device: Any, cache_arg: str, pad_id: int, eos: fro
     """``decode_group`` for the prompts of several prefixes at once (prompt ``b`` starts with ``shared[owner[b]]``,
     each prefix non-empty): the prefixes run in one left-padded forward pass and every row continues from its own
     prefix's cache row, with its own positions and mask. A decoding step reads every weight of the model whatever
-    its row count, so on a CPU a step of 64 rows costs little more than one of 16; this is what makes the episodes of
-    one call decode together. Texts are those of ``decode_group`` per prefix up to float rounding (tests compare
+    its row count, so on a CPU a step of 64 rows costs about twice one of 16, not four times (SmolLM2, 2 cores); this
+    is why the episodes of one call decode together. Texts are those of ``decode_group`` per prefix up to float rounding (tests compare
     them); None if the model's cache cannot be shared."""
     pids, pmask, ppos = left_pad([list(s) for s in shared], pad_id, device)
     out = step(input_ids=pids, attention_mask=pmask, position_ids=ppos, use_cache=True)

@@ -25,8 +25,8 @@ from iclkit.lm.weights import load_tokenizer, resolve, weights_hash
 # Rows per batch when batch_size=0 (automatic); on CUDA a call halves it on each out-of-memory error.
 AUTO_ROWS = {"cpu": 16, "cuda": 512}
 # Rows per decoding step when the batch size is automatic. A step (one new token per row) reads every weight of the
-# model whatever its row count, so on a CPU 64 rows cost little more than 16 (SmolLM2-135M, 2 cores: a 16-row step
-# runs its matrix products at ~30 GFLOP/s, far below the ~130 of a scoring batch).
+# model whatever its row count, so on a CPU 64 rows cost about twice 16, not four times (SmolLM2-135M, 2 cores: a
+# 16-row step runs its matrix products at ~30 GFLOP/s, far below the ~130 of a scoring batch).
 AUTO_DECODE_ROWS = {"cpu": 64, "cuda": 512}
 # What a forward pass costs on a CPU beyond its tokens, in tokens: it streams every weight once (SmolLM2-135M, 2 cores:
 # ~0.1 s a pass, the work of ~60 tokens in a full batch). Batches are cut to run the fewest padded tokens plus this
