@@ -94,17 +94,13 @@ def _cheapest_cut(widths: Sequence[int], order: Sequence[int], max_rows: int, ma
     """``widths`` sorted longest first; ``cost[i]``: the least cost of batching the first ``i`` rows, the last batch
     being rows ``j..i-1`` (padded to ``widths[j]``). Ties go to the larger last batch, so the cut is deterministic."""
     n = len(widths)
-    cost = [0] + [0] * n
+    cost = [0] * (n + 1)
     start = [0] * (n + 1)
     for i in range(1, n + 1):
-        best = None
-        for j in range(max(0, i - max_rows), i):
-            if (i - j) * widths[j] > max_tokens and i - j > 1:
-                continue
-            c = cost[j] + (i - j) * widths[j] + overhead
-            if best is None or c < best:
-                best, start[i] = c, j
-        cost[i] = best if best is not None else 0
+        # a one-row batch (j = i - 1) is always allowed, whatever its width
+        cost[i], start[i] = min((cost[j] + (i - j) * widths[j] + overhead, j)
+                                for j in range(max(0, i - max_rows), i)
+                                if i - j == 1 or (i - j) * widths[j] <= max_tokens)
     out: list[list[int]] = []
     i = n
     while i > 0:
@@ -124,13 +120,14 @@ def packs(units: Sequence[Unit], rows: int, prefix_len: Callable[[Unit], int], n
     packable = [u for u in units if prefix_len(u) and n_rows(u) < rows]
     out = [[u] for u in units if not (prefix_len(u) and n_rows(u) < rows)]
     current: list[Unit] = []
+    held = size = 0  # rows and tokens of ``current``
     for u in sorted(packable, key=lambda u: -prefix_len(u)):
-        full = sum(map(n_rows, current)) + n_rows(u) > rows or \
-            (tokens is not None and sum(map(tokens, current)) + tokens(u) > max_tokens)
-        if current and full:
+        more = tokens(u) if tokens is not None else 0
+        if current and (held + n_rows(u) > rows or (tokens is not None and size + more > max_tokens)):
             out.append(current)
-            current = []
+            current, held, size = [], 0, 0
         current.append(u)
+        held, size = held + n_rows(u), size + more
     if current:
         out.append(current)
     return out
