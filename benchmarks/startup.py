@@ -6,6 +6,10 @@ weights (``from_pretrained`` on iclkit's converted folder); the first and a seco
 also pages the memory-mapped weights in; iclkit's load runs one to learn which KV cache the model builds).
 CPU seconds move less than wall seconds with the machine's load.
 
+Then the floor any transformers-based scorer of this model pays, in a second fresh process: ``import torch``, the
+model's modeling module (``transformers.models.llama.modeling_llama``, with everything it imports), and
+``from_pretrained`` once those imports are done (the weights alone). iclkit's start-up less that floor is its own.
+
     python benchmarks/startup.py            # the default model, converted once into iclkit's cache
 """
 
@@ -56,6 +60,33 @@ def main() -> None:
     for step, wall, cpu in _rows:
         print(f"| {step} | {wall:.2f} | {cpu:.2f} |")
     print(f"| total | {sum(r[1] for r in _rows):.2f} | {sum(r[2] for r in _rows):.2f} |")
+    print(floor(folder))
+
+
+FLOOR = """
+import time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import transformers.models.llama.modeling_llama
+from transformers import AutoModelForCausalLM
+t2 = time.perf_counter()
+AutoModelForCausalLM.from_pretrained({folder!r}, dtype=torch.float32)
+t3 = time.perf_counter()
+print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} {{t3 - t2:.2f}} {{time.process_time():.2f}}")
+"""
+
+
+def floor(folder: str) -> str:
+    """The floor of a transformers-based scorer (see the module docstring), measured in a fresh process."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", FLOOR.format(folder=folder)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    torch_s, modules_s, weights_s, cpu_s = map(float, out[-4:])
+    return (f"floor (fresh process): import torch {torch_s:.2f} s, transformers' Llama modules {modules_s:.2f} s, "
+            f"from_pretrained after those imports {weights_s:.2f} s; total {torch_s + modules_s + weights_s:.2f} s "
+            f"wall, {cpu_s:.2f} s CPU")
 
 
 if __name__ == "__main__":
