@@ -8,7 +8,8 @@ CPU seconds move less than wall seconds with the machine's load.
 
 Then the floor any transformers-based scorer of this model pays, in a second fresh process: ``import torch``, the
 model's modeling module (``transformers.models.llama.modeling_llama``, with everything it imports), and
-``from_pretrained`` once those imports are done (the weights alone). iclkit's start-up less that floor is its own.
+``from_pretrained`` once those imports are done (the weights alone); and how long that process takes to exit after
+its last line, which every run of such a scorer also pays. iclkit's start-up less that floor is its own.
 
     python benchmarks/startup.py            # the default model, converted once into iclkit's cache
 """
@@ -73,7 +74,7 @@ from transformers import AutoModelForCausalLM
 t2 = time.perf_counter()
 AutoModelForCausalLM.from_pretrained({folder!r}, dtype=torch.float32)
 t3 = time.perf_counter()
-print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} {{t3 - t2:.2f}} {{time.process_time():.2f}}")
+print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} {{t3 - t2:.2f}} {{time.process_time():.2f}} {{time.time()!r}}")
 """
 
 
@@ -83,10 +84,12 @@ def floor(folder: str) -> str:
 
     out = subprocess.run([sys.executable, "-c", FLOOR.format(folder=folder)], capture_output=True, text=True,
                          check=True).stdout.split()
-    torch_s, modules_s, weights_s, cpu_s = map(float, out[-4:])
+    ended = time.time()
+    torch_s, modules_s, weights_s, cpu_s, last_line = map(float, out[-5:])
     return (f"floor (fresh process): import torch {torch_s:.2f} s, transformers' Llama modules {modules_s:.2f} s, "
             f"from_pretrained after those imports {weights_s:.2f} s; total {torch_s + modules_s + weights_s:.2f} s "
-            f"wall, {cpu_s:.2f} s CPU")
+            f"wall, {cpu_s:.2f} s CPU; then the interpreter's exit after the script's last line (tearing down the "
+            f"modules imported) {ended - last_line:.2f} s")
 
 
 if __name__ == "__main__":
