@@ -9,9 +9,9 @@ In the same process, between two measurements of the ceiling (so that drift in m
 the workload of ``icl_vs_lmeval.py`` (8-shot SST-2, one episode, the first ``--n-docs`` test rows as queries) and
 its rate is taken over the tokens it forwards (the demonstrations once, each query once). A second, profiled run
 of the same scoring splits its time by kind of operation: matrix products (the linear layers and the head on the
-positions read), attention, copies (the cached prefix gathered per row, caches concatenated), the rest. Prints both rates, the
-fraction, and what the ceiling implies for ``icl_vs_lmeval.py``'s end-to-end ratio: the scoring seconds the tokens
-need at the ceiling. Last line: ``scoring_fraction_of_ceiling=<x>``.
+positions read), attention, copies (the cached prefix gathered per row, caches concatenated), the rest. Prints both
+rates, the fraction, and what the ceiling implies for ``icl_vs_lmeval.py``'s end-to-end ratio: the scoring seconds
+the tokens need at the ceiling. Last line: ``scoring_fraction_of_ceiling=<x>``.
 
     python benchmarks/scoring_ceiling.py --n-docs 200 --out benchmarks/results/scoring_ceiling_cpu.txt
 """
