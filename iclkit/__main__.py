@@ -1,5 +1,3 @@
-import sys
+from iclkit.cli import entry
 
-from iclkit.cli import main
-
-sys.exit(main())
+entry()
