@@ -57,3 +57,10 @@ def sst2_episodes(a: argparse.Namespace) -> list:
 
     return sample_episodes(load_task("sst2"), EpisodeConfig(shots=(a.shots,), n_episodes=a.episodes,
                                                             n_query=a.n_query, seed=a.seed))
+
+
+def report(lines: list[str], out: str | Path | None) -> None:
+    """Print a benchmark's result lines and, with ``--out``, write the same lines to that file."""
+    print("\n".join(lines))
+    if out:
+        Path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")

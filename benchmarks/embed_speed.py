@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
-from _iclkit_core import ensure_importable
+from _iclkit_core import ensure_importable, report
 
 ensure_importable()
 
@@ -102,9 +101,7 @@ def main() -> None:
         f"rounds {', '.join(f'{x:.2f}' for x in forward_s)})",
         f"embed_speed_ratio={ratio:.3f}",
     ]
-    print("\n".join(lines))
-    if a.out:
-        Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report(lines, a.out)
 
 
 if __name__ == "__main__":

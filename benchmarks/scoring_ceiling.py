@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _iclkit_core import ensure_importable
+from _iclkit_core import ensure_importable, report
 from icl_vs_lmeval import LABELS, TEMPLATE, naive_tokens, read_jsonl
 
 ensure_importable()
@@ -125,9 +125,7 @@ def main() -> None:
         + ", ".join(f"{k} {v:.2f} ({v / sum(split.values()):.0%})" for k, v in split.items()),
         f"scoring_fraction_of_ceiling={rate / top:.3f}",
     ]
-    print("\n".join(lines))
-    if a.out:
-        Path(a.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report(lines, a.out)
 
 
 if __name__ == "__main__":
